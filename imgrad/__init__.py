@@ -1,0 +1,70 @@
+"""imgrad: image gradients and edge detection on PyTorch.
+
+Functions take tensors, numpy arrays or PIL images shaped ``(H, W)``, ``(C, H, W)`` or
+``(N, C, H, W)``; every derivative operator is a fixed-weight separable stencil applied by one
+engine, differentiable with respect to the input, on CPU or CUDA. Results come in dimension
+order, ``Gradients(gy, gx)``, with +x right and +y down.
+"""
+
+from .compat import gradient, image_gradients
+from .engine import BORDERS
+from .gradients import (
+    Gradients,
+    SecondDerivatives,
+    central_difference,
+    forward_difference,
+    gradient_magnitude,
+    laplacian,
+    magnitude,
+    orientation,
+    prewitt,
+    scharr,
+    second_derivatives,
+    sobel,
+    spatial_gradient,
+)
+from .modules import (
+    CentralDifference,
+    ForwardDifference,
+    GradientMagnitude,
+    Laplacian,
+    Orientation,
+    Prewitt,
+    Scharr,
+    Sobel,
+    SpatialGradient,
+)
+from .modules import SecondDerivatives as SecondDerivativesModule
+from .operators import OPERATOR_NAMES
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BORDERS",
+    "OPERATOR_NAMES",
+    "CentralDifference",
+    "ForwardDifference",
+    "GradientMagnitude",
+    "Gradients",
+    "Laplacian",
+    "Orientation",
+    "Prewitt",
+    "Scharr",
+    "SecondDerivatives",
+    "SecondDerivativesModule",
+    "Sobel",
+    "SpatialGradient",
+    "central_difference",
+    "forward_difference",
+    "gradient",
+    "gradient_magnitude",
+    "image_gradients",
+    "laplacian",
+    "magnitude",
+    "orientation",
+    "prewitt",
+    "scharr",
+    "second_derivatives",
+    "sobel",
+    "spatial_gradient",
+]

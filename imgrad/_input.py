@@ -1,0 +1,134 @@
+"""Input coercion shared by every public function: containers, ranks, dtypes, validation.
+
+Rules (stated once, documented in the README):
+
+- Accepted containers: ``torch.Tensor``, ``numpy.ndarray`` and ``PIL.Image.Image``. Tensors come
+  back as tensors and arrays as arrays (same layout rules as tensors). A PIL image is read as a
+  ``(C, H, W)`` tensor and results come back as tensors: an image file cannot hold signed floats.
+- Layouts: ``(H, W)``, ``(C, H, W)`` or ``(N, C, H, W)``; results keep the input's rank.
+- dtypes: floating inputs keep their dtype; float16/bfloat16 are computed in float32 and rounded
+  once at the end. Integer inputs never wrap: uint8/int8/int16/uint16 are computed in and returned
+  as float32 (exact: every Sobel-7 response of 16-bit data fits in 24 bits), int32/int64 in
+  float64. bool and complex are rejected with ``TypeError``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = ["Prepared", "prepare", "compute_dtype"]
+
+_FLOAT = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+_SMALL_INT = (torch.uint8, torch.int8, torch.int16, torch.uint16)
+_LARGE_INT = (torch.int32, torch.int64, torch.uint32, torch.uint64)
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The floating dtype imgrad computes in for an input of ``dtype``."""
+    if dtype in (torch.float64, *_LARGE_INT):
+        return torch.float64
+    if dtype in _FLOAT or dtype in _SMALL_INT:
+        return torch.float32
+    if dtype == torch.bool:
+        raise TypeError("bool images are not supported; convert the mask to uint8 or float first")
+    if dtype.is_complex:
+        raise TypeError(f"complex images are not supported (got {dtype})")
+    raise TypeError(f"unsupported dtype {dtype}")
+
+
+def result_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype of a result for an input of ``dtype``: floats kept, integers promoted."""
+    return dtype if dtype in _FLOAT else compute_dtype(dtype)
+
+
+class Prepared:
+    """An input brought to ``(N, C, H, W)`` in its compute dtype, and the way back."""
+
+    def __init__(self, image: torch.Tensor, rank: int, kind: str, out_dtype: torch.dtype):
+        self.image = image
+        self.rank = rank
+        self.kind = kind
+        self.out_dtype = out_dtype
+
+    def restore(self, t: torch.Tensor, dtype: torch.dtype | None = None) -> Any:
+        """Bring an ``(N, C', H', W')`` result back to the input's rank and container."""
+        t = t.to(dtype or self.out_dtype)
+        if self.rank == 2:
+            t = t[0, 0]
+        elif self.rank == 3:
+            t = t[0]
+        return t.numpy(force=True) if self.kind == "numpy" else t
+
+
+def _to_tensor(image: Any, name: str) -> tuple[torch.Tensor, str]:
+    if isinstance(image, torch.Tensor):
+        return image, "tensor"
+    if isinstance(image, np.ndarray):
+        if image.dtype == np.bool_:
+            raise TypeError(f"{name}: bool images are not supported; convert to uint8 or float")
+        if image.dtype.kind == "c":
+            raise TypeError(f"{name}: complex images are not supported (got {image.dtype})")
+        if image.dtype.kind not in "uif":
+            raise TypeError(f"{name}: unsupported numpy dtype {image.dtype}")
+        return torch.from_numpy(np.ascontiguousarray(image)), "numpy"
+    try:
+        from PIL import Image
+    except ImportError:  # pragma: no cover - pillow is a dependency
+        Image = None
+    if Image is not None and isinstance(image, Image.Image):
+        array = np.asarray(image)
+        if array.dtype == np.bool_:
+            array = array.astype(np.uint8) * 255
+        array = array[None] if array.ndim == 2 else np.moveaxis(array, -1, 0)
+        return torch.from_numpy(np.ascontiguousarray(array)), "pil"
+    raise TypeError(
+        f"{name} must be a torch.Tensor, numpy.ndarray or PIL.Image.Image, "
+        f"got {type(image).__name__}"
+    )
+
+
+def prepare(
+    image: Any,
+    *,
+    min_size: int = 1,
+    name: str = "image",
+    nan_policy: str = "propagate",
+) -> Prepared:
+    """Validate ``image`` and return it as ``(N, C, H, W)`` in its compute dtype.
+
+    ``min_size`` is the smallest height and width the caller's stencil accepts.
+    """
+    t, kind = _to_tensor(image, name)
+    if t.dim() not in (2, 3, 4):
+        raise ValueError(
+            f"{name} must have shape (H, W), (C, H, W) or (N, C, H, W); got {tuple(t.shape)}"
+        )
+    cdtype = compute_dtype(t.dtype)
+    out_dtype = result_dtype(t.dtype)
+    h, w = t.shape[-2:]
+    if h < min_size or w < min_size:
+        raise ValueError(
+            f"{name} of size {h}x{w} is too small: this stencil needs at least "
+            f"{min_size}x{min_size} pixels"
+        )
+    if nan_policy not in ("propagate", "raise"):
+        raise ValueError(f"nan_policy must be 'propagate' or 'raise', got {nan_policy!r}")
+    if nan_policy == "raise" and t.is_floating_point() and bool(torch.isnan(t).any()):
+        raise ValueError(f"{name} contains {int(torch.isnan(t).sum())} NaN value(s)")
+    rank = t.dim()
+    t4 = t.reshape((1,) * (4 - rank) + tuple(t.shape)) if rank < 4 else t
+    return Prepared(t4.to(cdtype), rank, kind, out_dtype)
+
+
+def check_choice(value: Any, name: str, choices: tuple[str, ...]) -> str:
+    """Return ``value`` if it is one of ``choices``; else raise ``ValueError`` quoting it."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}")
+    return value
+
+
+Restore = Callable[[torch.Tensor], Any]

@@ -1,0 +1,178 @@
+"""Drop-in replacements for ``torch.gradient`` and ``torchmetrics``' ``image_gradients``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from ._input import prepare
+from .engine import correlate
+from .gradients import Gradients
+from .operators import get_operator
+
+__all__ = ["gradient", "image_gradients"]
+
+
+def _dims(t: torch.Tensor, dim: int | Sequence[int] | None) -> list[int]:
+    if dim is None:
+        return list(range(t.dim()))
+    dims = [dim] if isinstance(dim, int) else list(dim)
+    wrapped = []
+    for d in dims:
+        if not isinstance(d, int) or not -t.dim() <= d < t.dim():
+            raise ValueError(f"dim {d!r} is out of range for a tensor of rank {t.dim()}")
+        wrapped.append(d % t.dim())
+    if len(set(wrapped)) != len(wrapped):
+        raise ValueError(f"dim {dim!r} names a dimension twice")
+    return wrapped
+
+
+def _spacings(t: torch.Tensor, spacing: Any, dims: list[int]) -> list[Any]:
+    """One entry per dim: a Python number (uniform step) or a 1-D coordinate tensor."""
+    if isinstance(spacing, (int, float)) and not isinstance(spacing, bool):
+        return [spacing] * len(dims)
+    if isinstance(spacing, torch.Tensor) and spacing.dim() == 0:
+        return [spacing.item()] * len(dims)
+    if not isinstance(spacing, (list, tuple)):
+        raise TypeError(
+            f"spacing must be a number or a list of numbers or 1-D tensors; got {spacing!r}"
+        )
+    if len(spacing) != len(dims):
+        raise ValueError(
+            f"spacing has {len(spacing)} entries but {len(dims)} dimension(s) are differentiated"
+        )
+    out: list[Any] = []
+    for d, s in zip(dims, spacing, strict=True):
+        if isinstance(s, torch.Tensor) and s.dim() == 1:
+            if s.numel() != t.shape[d]:
+                raise ValueError(
+                    f"coordinates for dim {d} have {s.numel()} entries but the input has "
+                    f"{t.shape[d]} samples along it"
+                )
+            out.append(s)
+        elif isinstance(s, torch.Tensor) and s.dim() == 0:
+            out.append(s.item())
+        elif isinstance(s, (int, float)) and not isinstance(s, bool):
+            out.append(s)
+        else:
+            raise TypeError(f"spacing for dim {d} must be a number or a 1-D tensor; got {s!r}")
+    return out
+
+
+def _uniform(f: torch.Tensor, d: int, h: float, edge_order: int) -> torch.Tensor:
+    n = f.shape[d]
+
+    def s(start: int, stop: int | None = None) -> torch.Tensor:
+        stop = n if stop is None else (stop if stop >= 0 else n + stop)
+        start = start if start >= 0 else n + start
+        return f.narrow(d, start, stop - start)
+
+    # out[1:-1] = (f[2:] - f[:-2]) / h / 2
+    center = (s(2) - s(0, -2)) / h / 2
+    if edge_order == 1:
+        first = (s(1, 2) - s(0, 1)) / h  # out[0] = (f[1] - f[0]) / h
+        last = (s(-1) - s(-2, -1)) / h  # out[-1] = (f[-1] - f[-2]) / h
+    else:
+        # out[0] = (-3 f[0] + 4 f[1] - f[2]) / 2h ;  out[-1] = (f[-3] - 4 f[-2] + 3 f[-1]) / 2h
+        first = (s(0, 1) * -1.5 + s(1, 2) * 2 - s(2, 3) / 2) / h
+        last = (s(-3, -2) / 2 + s(-2, -1) * -2 + s(-1) * 1.5) / h
+    return torch.cat([first, center, last], dim=d)
+
+
+def _coordinates(f: torch.Tensor, d: int, x: torch.Tensor, edge_order: int) -> torch.Tensor:
+    n = f.shape[d]
+    shape = [1] * f.dim()
+    shape[d] = n - 2
+    dx = x.diff()
+    hl, hr = dx[:-1], dx[1:]
+    # out[i] = a f[i-1] + b f[i] + c f[i+1] with hl = x[i] - x[i-1], hr = x[i+1] - x[i]
+    a = (-hr / (hl * (hl + hr))).reshape(shape)
+    b = ((hr - hl) / (hl * hr)).reshape(shape)
+    c = (hl / (hr * (hl + hr))).reshape(shape)
+    center = a * f.narrow(d, 0, n - 2) + b * f.narrow(d, 1, n - 2) + c * f.narrow(d, 2, n - 2)
+    f0, f1, f2 = (f.narrow(d, i, 1) for i in (0, 1, 2))
+    g3, g2, g1 = (f.narrow(d, n - i, 1) for i in (3, 2, 1))
+    if edge_order == 1:
+        first = (f1 - f0) / dx[0]
+        last = (g1 - g2) / dx[-1]
+    else:
+        h0, h1 = dx[0], dx[1]
+        first = (
+            -(2.0 * h0 + h1) / (h0 * (h0 + h1)) * f0
+            + (h0 + h1) / (h0 * h1) * f1
+            + (-h0) / (h1 * (h0 + h1)) * f2
+        )
+        h1, h0 = dx[-1], dx[-2]
+        last = (
+            h1 / (h0 * (h1 + h0)) * g3
+            + -(h1 + h0) / (h1 * h0) * g2
+            + (2 * h1 + h0) / (h1 * (h1 + h0)) * g1
+        )
+    return torch.cat([first, center, last], dim=d)
+
+
+def gradient(
+    input: torch.Tensor,
+    *,
+    spacing: Any = 1,
+    dim: int | Sequence[int] | None = None,
+    edge_order: int = 1,
+) -> tuple[torch.Tensor, ...]:
+    """``torch.gradient`` with the same arguments, results and dtype rules, plus checks.
+
+    Second-order accurate central differences inside, first- or second-order one-sided
+    differences at the ends (``edge_order``), for tensors of any rank. ``spacing`` is a number,
+    one number per differentiated dim, or one 1-D coordinate tensor per dim (non-uniform
+    steps). Returns one tensor per dim, in dimension order.
+
+    Where ``torch.gradient`` silently returns wrong numbers for coordinate tensors whose length
+    differs from the input's size along that dim, this raises ``ValueError``. uint8 and bool
+    inputs raise ``TypeError`` (torch: RuntimeError); other integer inputs give float32.
+
+    Notes
+    -----
+    With steps ``hl = x[i] - x[i-1]`` and ``hr = x[i+1] - x[i]`` the interior formula is exact
+    for quadratics: ``f'(x_i) ≈ -hr/(hl(hl+hr)) f[i-1] + (hr-hl)/(hl hr) f[i] + hl/(hr(hl+hr))
+    f[i+1]``; for ``hl = hr = h`` it is ``(f[i+1] - f[i-1]) / 2h``.
+    """
+    if not isinstance(input, torch.Tensor):
+        raise TypeError(f"input must be a torch.Tensor, got {type(input).__name__}")
+    if input.dtype in (torch.uint8, torch.bool):
+        raise TypeError(f"gradient does not support {input.dtype} input (as torch.gradient)")
+    if edge_order not in (1, 2):
+        raise ValueError(f"edge_order must be 1 or 2, got {edge_order!r}")
+    dims = _dims(input, dim)
+    spacings = _spacings(input, spacing, dims)
+    f = input if input.is_floating_point() or input.is_complex() else input.float()
+    out = []
+    for d, h in zip(dims, spacings, strict=True):
+        if input.shape[d] < edge_order + 1:
+            raise ValueError(
+                f"gradient needs at least edge_order + 1 = {edge_order + 1} samples along dim "
+                f"{d}; got {input.shape[d]}"
+            )
+        if isinstance(h, torch.Tensor):
+            out.append(_coordinates(f, d, h.to(f.device), edge_order))
+        else:
+            out.append(_uniform(f, d, h, edge_order))
+    return tuple(out)
+
+
+def image_gradients(img: Any) -> Gradients:
+    """``torchmetrics.functional.image_gradients`` without the integer wrap-around.
+
+    Returns ``(dy, dx)`` with ``dy[..., i, :] = img[..., i + 1, :] - img[..., i, :]`` and the last
+    row of ``dy`` (last column of ``dx``) equal to 0. torchmetrics keeps the input dtype, so on
+    uint8 ``0 - 255`` wraps to 1; here integer inputs are computed and returned in float32
+    (floats keep their dtype), so the difference is -255. Accepts any layout
+    :func:`imgrad.spatial_gradient` accepts, not only ``(N, C, H, W)``.
+    """
+    prepared = prepare(img, min_size=1)
+    x = prepared.image
+    forward = get_operator("forward").derivative
+    # replicate: the appended last row equals the last row, so its forward difference is 0
+    dy = correlate(torch.cat([x, x[..., -1:, :]], dim=-2), forward, -2)
+    dx = correlate(torch.cat([x, x[..., -1:]], dim=-1), forward, -1)
+    return Gradients(prepared.restore(dy), prepared.restore(dx))

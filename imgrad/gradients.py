@@ -1,0 +1,434 @@
+"""First and second image derivatives, magnitude and orientation.
+
+Conventions (one place, pinned by ``tests/test_conventions.py``):
+
+- +x points right (increasing column), +y points down (increasing row).
+- Stencils are applied as cross-correlation, so a dark-to-bright step from left to right gives
+  ``gx > 0`` and a dark-to-bright step from top to bottom gives ``gy > 0``.
+- Results come in dimension order, like ``torch.gradient``: ``Gradients(gy, gx)``; use the field
+  names to avoid any doubt.
+- Angles are ``atan2(gy, gx)``; because +y points down they grow **clockwise** on screen.
+- Default border: ``reflect101`` (OpenCV's default; no artificial edge at the border of a ramp is
+  *invented*, and a flat image stays exactly 0). Other borders by name, see
+  :data:`imgrad.engine.BORDERS`.
+- ``normalized=False`` gives raw responses in OpenCV's units (Sobel 3 on a unit ramp gives 8);
+  ``normalized=True`` divides by the stencil's gain so that the result is the derivative per pixel
+  (or per unit of ``spacing``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+
+from ._input import Prepared, check_choice, prepare
+from .engine import check_border, correlate, pad
+from .operators import Operator, Stencil, get_operator
+
+__all__ = [
+    "Gradients",
+    "SecondDerivatives",
+    "central_difference",
+    "forward_difference",
+    "gradient_magnitude",
+    "laplacian",
+    "magnitude",
+    "max_channel",
+    "orientation",
+    "prewitt",
+    "scharr",
+    "second_derivatives",
+    "sobel",
+    "spatial_gradient",
+]
+
+COLOR_MODES = ("channels", "luminance", "max")
+NORMS = ("l2", "l1", "squared")
+#: ITU-R BT.601 luma weights, as used by OpenCV's cvtColor and Pillow's convert("L").
+LUMA_WEIGHTS = (0.299, 0.587, 0.114)
+
+
+class Gradients(NamedTuple):
+    """First derivatives in dimension order: ``gy`` (d/d row, +y down), ``gx`` (d/d column)."""
+
+    gy: Any
+    gx: Any
+
+
+class SecondDerivatives(NamedTuple):
+    """Second derivatives in dimension order: ``gyy``, ``gxy``, ``gxx``."""
+
+    gyy: Any
+    gxy: Any
+    gxx: Any
+
+
+# --------------------------------------------------------------------------- option checks
+
+
+def _spacing(spacing: float | tuple[float, float], normalized: bool) -> tuple[float, float]:
+    """``(sy, sx)`` from a scalar or a pair; spacing is a property of normalised output only."""
+    if isinstance(spacing, (int, float)) and not isinstance(spacing, bool):
+        pair = (float(spacing), float(spacing))
+    elif isinstance(spacing, (tuple, list)) and len(spacing) == 2:
+        pair = (float(spacing[0]), float(spacing[1]))
+    else:
+        raise ValueError(f"spacing must be a positive number or a (sy, sx) pair; got {spacing!r}")
+    if not all(s > 0 and math.isfinite(s) for s in pair):
+        raise ValueError(f"spacing must be positive and finite; got {spacing!r}")
+    if pair != (1.0, 1.0) and not normalized:
+        raise ValueError("spacing applies to normalized output; pass normalized=True as well")
+    return pair
+
+
+def _luminance(x: torch.Tensor) -> torch.Tensor:
+    if x.shape[1] != 3:
+        raise ValueError(f"color='luminance' needs 3 channels (RGB); got {x.shape[1]}")
+    r, g, b = x.unbind(1)
+    return (r * LUMA_WEIGHTS[0] + g * LUMA_WEIGHTS[1] + b * LUMA_WEIGHTS[2]).unsqueeze(1)
+
+
+# --------------------------------------------------------------------------- the engine calls
+
+
+def _along(
+    xp: torch.Tensor, stencil: Stencil, dim: int, halo: int, taps: torch.Tensor | None
+) -> torch.Tensor:
+    """Apply ``stencil`` along ``dim`` of an array extended by ``halo`` on each side."""
+    n = xp.shape[dim] - 2 * halo
+    window = xp.narrow(dim, halo - stencil.before, n + stencil.before + stencil.after)
+    return correlate(window, stencil, dim, taps)
+
+
+def _extend(x: torch.Tensor, halo: int, border: str, value: float) -> torch.Tensor:
+    return pad(pad(x, -2, halo, halo, border, value), -1, halo, halo, border, value)
+
+
+Taps = Mapping[str, torch.Tensor]
+"""Tensor copies of an operator's taps by field name (``derivative``, ``smoothing``, ``second``):
+the buffers of the modules. ``None`` uses the operator's Python numbers; both give the same bits."""
+
+
+def first_derivatives(
+    x: torch.Tensor, op: Operator, border: str, value: float = 0.0, taps: Taps | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Raw ``(gy, gx)`` of an ``(N, C, H, W)`` float tensor."""
+    t = taps or {}
+    d, s = t.get("derivative"), t.get("smoothing")
+    halo = op.radius
+    xp = _extend(x, halo, border, value)
+    # gy = smooth_x(derivative_y(f)),  gx = smooth_y(derivative_x(f))
+    gy = _along(_along(xp, op.derivative, -2, halo, d), op.smoothing, -1, halo, s)
+    gx = _along(_along(xp, op.derivative, -1, halo, d), op.smoothing, -2, halo, s)
+    return gy, gx
+
+
+def second_derivatives_raw(
+    x: torch.Tensor, op: Operator, border: str, value: float = 0.0, taps: Taps | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Raw ``(gyy, gxy, gxx)`` of an ``(N, C, H, W)`` float tensor."""
+    if op.second is None:
+        raise ValueError(f"{op.name} has no second-derivative stencil; use 'sobel' or 'central'")
+    t = taps or {}
+    d, s, s2 = t.get("derivative"), t.get("smoothing"), t.get("second")
+    halo = op.radius
+    xp = _extend(x, halo, border, value)
+    gyy = _along(_along(xp, op.second, -2, halo, s2), op.smoothing, -1, halo, s)
+    gxx = _along(_along(xp, op.second, -1, halo, s2), op.smoothing, -2, halo, s)
+    gxy = _along(_along(xp, op.derivative, -1, halo, d), op.derivative, -2, halo, d)
+    return gyy, gxy, gxx
+
+
+def max_channel(
+    gy: torch.Tensor, gx: torch.Tensor, norm: str = "l2"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per pixel, keep the channel whose gradient has the largest ``norm`` (first one on ties).
+
+    This is how OpenCV's Canny treats colour images. Inputs ``(N, C, H, W)``, outputs
+    ``(N, 1, H, W)``.
+    """
+    score = _norm(gy, gx, check_choice(norm, "norm", NORMS))
+    index = score.argmax(dim=1, keepdim=True)
+    return gy.gather(1, index), gx.gather(1, index)
+
+
+@dataclass(frozen=True)
+class GradientSpec:
+    """Validated options of a derivative call, shared by the functions and the modules."""
+
+    op: Operator
+    border: str
+    border_value: float
+    normalized: bool
+    spacing: tuple[float, float]
+    color: str
+
+    @classmethod
+    def build(
+        cls,
+        operator: str = "sobel",
+        ksize: int = 3,
+        border: str = "reflect101",
+        border_value: float = 0.0,
+        normalized: bool = False,
+        spacing: float | tuple[float, float] = 1.0,
+        color: str = "channels",
+    ) -> GradientSpec:
+        if not isinstance(normalized, bool):
+            raise TypeError(f"normalized must be True or False, got {normalized!r}")
+        return cls(
+            get_operator(operator, ksize),
+            check_border(border),
+            float(border_value),
+            normalized,
+            _spacing(spacing, normalized),
+            check_choice(color, "color", COLOR_MODES),
+        )
+
+    def prepare(self, image: Any, nan_policy: str) -> Prepared:
+        prepared = prepare(image, min_size=self.op.radius + 1, nan_policy=nan_policy)
+        if self.color == "luminance":
+            prepared.image = _luminance(prepared.image)
+        return prepared
+
+
+def first_order(
+    image: Any, spec: GradientSpec, nan_policy: str = "propagate", taps: Taps | None = None
+) -> Gradients:
+    """The body of :func:`spatial_gradient` and :class:`imgrad.SpatialGradient`."""
+    prepared = spec.prepare(image, nan_policy)
+    gy, gx = first_derivatives(prepared.image, spec.op, spec.border, spec.border_value, taps)
+    if spec.color == "max":
+        gy, gx = max_channel(gy, gx)
+    if spec.normalized:
+        gain = spec.op.derivative.moment(1) * spec.op.smoothing.moment(0)
+        gy, gx = gy / (gain * spec.spacing[0]), gx / (gain * spec.spacing[1])
+    return Gradients(prepared.restore(gy), prepared.restore(gx))
+
+
+def second_order(
+    image: Any, spec: GradientSpec, nan_policy: str = "propagate", taps: Taps | None = None
+) -> SecondDerivatives:
+    """The body of :func:`second_derivatives` and :class:`imgrad.SecondDerivatives`."""
+    if spec.color == "max":
+        raise ValueError("color='max' is defined for first derivatives only")
+    if spec.op.second is None:
+        raise ValueError(f"{spec.op.name} has no second-derivative stencil; use sobel or central")
+    prepared = spec.prepare(image, nan_policy)
+    x = prepared.image
+    gyy, gxy, gxx = second_derivatives_raw(x, spec.op, spec.border, spec.border_value, taps)
+    if spec.normalized:
+        sy, sx = spec.spacing
+        pure = spec.op.second.moment(2) * spec.op.smoothing.moment(0)
+        mixed = spec.op.derivative.moment(1) ** 2
+        gyy, gxy, gxx = gyy / (pure * sy * sy), gxy / (mixed * sy * sx), gxx / (pure * sx * sx)
+    return SecondDerivatives(*(prepared.restore(g) for g in (gyy, gxy, gxx)))
+
+
+# --------------------------------------------------------------------------- public functions
+
+
+def spatial_gradient(
+    image: Any,
+    operator: str = "sobel",
+    *,
+    ksize: int = 3,
+    border: str = "reflect101",
+    border_value: float = 0.0,
+    normalized: bool = False,
+    spacing: float | tuple[float, float] = 1.0,
+    color: str = "channels",
+    nan_policy: str = "propagate",
+) -> Gradients:
+    """First derivatives ``Gradients(gy, gx)`` of an image with a named operator.
+
+    Parameters
+    ----------
+    image
+        Tensor, array or PIL image shaped ``(H, W)``, ``(C, H, W)`` or ``(N, C, H, W)``.
+    operator
+        ``"sobel"`` (``ksize`` 1, 3, 5 or 7), ``"scharr"``, ``"prewitt"``, ``"central"``
+        (``(f[i+1] - f[i-1]) / 2``) or ``"forward"`` (``f[i+1] - f[i]``).
+    border
+        ``"reflect101"`` (default, OpenCV's), ``"reflect"``, ``"replicate"``, ``"constant"``
+        (filled with ``border_value``) or ``"circular"``.
+    normalized
+        ``False``: raw responses in OpenCV's units. ``True``: true derivative per pixel, divided
+        further by ``spacing`` (a scalar or ``(sy, sx)``).
+    color
+        ``"channels"`` (each channel on its own), ``"luminance"`` (BT.601 luma of RGB first) or
+        ``"max"`` (per pixel, the channel with the largest L2 magnitude, as OpenCV's Canny).
+    nan_policy
+        ``"propagate"`` (NaN spreads to the stencil's neighbourhood) or ``"raise"``.
+
+    Returns
+    -------
+    Gradients
+        ``(gy, gx)``, each with the input's rank (C becomes 1 for ``luminance``/``max``), as
+        tensors or arrays like the input. Integer inputs give float32 (float64 for 32/64-bit
+        integers); float16/bfloat16 are computed in float32 and rounded once.
+    """
+    spec = GradientSpec.build(operator, ksize, border, border_value, normalized, spacing, color)
+    return first_order(image, spec, nan_policy)
+
+
+def sobel(image: Any, ksize: int = 3, **options: Any) -> Gradients:
+    """Sobel derivatives (``ksize`` 1, 3, 5 or 7); see :func:`spatial_gradient` for options."""
+    return spatial_gradient(image, "sobel", ksize=ksize, **options)
+
+
+def scharr(image: Any, **options: Any) -> Gradients:
+    """Scharr derivatives (smoothing [3, 10, 3]); see :func:`spatial_gradient` for options."""
+    return spatial_gradient(image, "scharr", **options)
+
+
+def prewitt(image: Any, **options: Any) -> Gradients:
+    """Prewitt derivatives (smoothing [1, 1, 1]); see :func:`spatial_gradient` for options."""
+    return spatial_gradient(image, "prewitt", **options)
+
+
+def central_difference(image: Any, **options: Any) -> Gradients:
+    """``(f[i+1] - f[i-1]) / 2`` along each axis; see :func:`spatial_gradient` for options."""
+    return spatial_gradient(image, "central", **options)
+
+
+def forward_difference(image: Any, **options: Any) -> Gradients:
+    """``f[i+1] - f[i]`` along each axis; see :func:`spatial_gradient` for options."""
+    return spatial_gradient(image, "forward", **options)
+
+
+def second_derivatives(
+    image: Any,
+    operator: str = "sobel",
+    *,
+    ksize: int = 3,
+    border: str = "reflect101",
+    border_value: float = 0.0,
+    normalized: bool = False,
+    spacing: float | tuple[float, float] = 1.0,
+    color: str = "channels",
+    nan_policy: str = "propagate",
+) -> SecondDerivatives:
+    """Second derivatives ``(gyy, gxy, gxx)`` through the same engine.
+
+    ``gxx`` applies the operator's second-difference taps along x and its smoothing along y
+    (OpenCV ``Sobel(dx=2, dy=0)``), ``gxy`` the first-derivative taps along both axes
+    (``Sobel(dx=1, dy=1)``). Operators: ``"sobel"`` (any ``ksize``) and ``"central"``.
+    ``normalized=True`` gives true second derivatives per pixel² (or per unit of ``spacing``²).
+    ``color`` is ``"channels"`` or ``"luminance"``.
+    """
+    spec = GradientSpec.build(operator, ksize, border, border_value, normalized, spacing, color)
+    return second_order(image, spec, nan_policy)
+
+
+def laplacian(
+    image: Any,
+    ksize: int = 1,
+    *,
+    border: str = "reflect101",
+    border_value: float = 0.0,
+    normalized: bool = False,
+    spacing: float | tuple[float, float] = 1.0,
+    color: str = "channels",
+    nan_policy: str = "propagate",
+) -> Any:
+    """Laplacian ``gxx + gyy`` with Sobel second derivatives, as ``cv2.Laplacian(ksize)``.
+
+    ``ksize=1`` is the 5-point stencil ``[[0, 1, 0], [1, -4, 1], [0, 1, 0]]``; ``ksize=3`` is
+    ``[[2, 0, 2], [0, -8, 0], [2, 0, 2]]``. ``normalized=True`` gives the true Laplacian per
+    pixel² (or per unit of ``spacing``²).
+    """
+    spec = GradientSpec.build("sobel", ksize, border, border_value, normalized, spacing, color)
+    gyy, _, gxx = second_order(image, spec, nan_policy)
+    return gxx + gyy
+
+
+# --------------------------------------------------------------------------- magnitude, angle
+
+
+def _norm(gy: torch.Tensor, gx: torch.Tensor, norm: str) -> torch.Tensor:
+    if norm == "l1":
+        return gy.abs() + gx.abs()
+    squared = gy * gy + gx * gx
+    if norm == "squared":
+        return squared
+    # Exact forward (sqrt(0) = 0, no eps) and a finite backward: where the gradient is 0 the
+    # sqrt is taken of 1 and discarded, so d/dg is 0 there instead of NaN.
+    positive = squared > 0
+    root = torch.sqrt(torch.where(positive, squared, torch.ones_like(squared)))
+    return torch.where(positive, root, torch.zeros_like(squared))
+
+
+def _as_pair(gradients: Any) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    if not isinstance(gradients, (tuple, list)) or len(gradients) != 2:
+        raise TypeError("expected Gradients(gy, gx) or a (gy, gx) pair of tensors/arrays")
+    gy, gx = gradients
+    is_numpy = isinstance(gy, np.ndarray)
+    if is_numpy:
+        gy, gx = torch.from_numpy(np.asarray(gy)), torch.from_numpy(np.asarray(gx))
+    if not (isinstance(gy, torch.Tensor) and isinstance(gx, torch.Tensor)):
+        raise TypeError(f"gy and gx must be tensors or arrays; got {type(gy).__name__}")
+    if gy.shape != gx.shape:
+        raise ValueError(f"gy and gx shapes differ: {tuple(gy.shape)} vs {tuple(gx.shape)}")
+    if not (gy.is_floating_point() and gx.is_floating_point()):
+        raise TypeError(f"gy and gx must be floating point; got {gy.dtype} and {gx.dtype}")
+    return gy, gx, is_numpy
+
+
+def _wide(t: torch.Tensor) -> torch.Tensor:
+    """Half precision is widened: 256**2 already overflows float16."""
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+
+
+def magnitude(gradients: Any, norm: str = "l2") -> Any:
+    """Gradient magnitude: ``"l2"`` sqrt(gy² + gx²), ``"l1"`` \\|gy\\| + \\|gx\\|, or ``"squared"``.
+
+    The L2 magnitude is exact (0 on a flat image, no eps) and its gradient is finite everywhere:
+    0 where the gradient vector is 0. Half-precision inputs are computed in float32 and rounded
+    once to their dtype.
+    """
+    check_choice(norm, "norm", NORMS)
+    gy, gx, is_numpy = _as_pair(gradients)
+    out = _norm(_wide(gy), _wide(gx), norm).to(gy.dtype)
+    return out.numpy(force=True) if is_numpy else out
+
+
+def orientation(gradients: Any, *, degrees: bool = False, signed: bool = False) -> Any:
+    """Gradient direction ``atan2(gy, gx)``, exact and strictly inside its stated range.
+
+    ``signed=False`` (default) gives ``[0, 2π)`` (``[0, 360)`` with ``degrees=True``) like
+    OpenCV's ``phase``; ``signed=True`` gives ``(−π, π]`` like ``atan2`` but with ``−π`` folded to
+    ``π``. A zero vector (of either sign) gives 0. Because +y points down, angles grow
+    clockwise on screen: a gradient pointing down the image is +90°.
+    """
+    gy, gx, is_numpy = _as_pair(gradients)
+    y, x = _wide(gy), _wide(gx)
+    angle = torch.atan2(y, x)
+    zero = (y == 0) & (x == 0)
+    full = torch.pi if signed else 2 * torch.pi
+    scale = 180 / math.pi if degrees else 1.0
+    if signed:
+        angle = torch.where(angle <= -torch.pi, torch.full_like(angle, torch.pi), angle)
+    else:
+        angle = torch.where(angle < 0, angle + 2 * torch.pi, angle)
+    angle = angle * scale
+    # rounding may land exactly on the open end (e.g. -1e-30 rad + 2π == 2π): step inside.
+    top = torch.tensor(full * scale, dtype=angle.dtype, device=angle.device)
+    inside = torch.nextafter(top, torch.zeros_like(top))
+    angle = torch.where(angle >= top, inside, angle) if not signed else angle.clamp(max=top)
+    angle = torch.where(zero, torch.zeros_like(angle), angle) + 0.0  # + 0.0 turns -0.0 into 0
+    out = angle.to(gy.dtype)
+    return out.numpy(force=True) if is_numpy else out
+
+
+def gradient_magnitude(
+    image: Any, operator: str = "sobel", *, norm: str = "l2", **options: Any
+) -> Any:
+    """``magnitude(spatial_gradient(image, operator, **options), norm)`` in one call."""
+    check_choice(norm, "norm", NORMS)
+    return magnitude(spatial_gradient(image, operator, **options), norm)

@@ -1,0 +1,163 @@
+"""``nn.Module`` wrappers: each forward is one call to the same core as the matching function.
+
+The stencil taps are non-persistent buffers: ``parameters()`` and ``state_dict()`` are empty,
+``.to(device)`` moves them, and the forward pass really computes with them (bit-identical to the
+function). Every option is checked when the module is built, not at the first forward.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from ._input import check_choice
+from .gradients import (
+    NORMS,
+    Gradients,
+    GradientSpec,
+    first_order,
+    magnitude,
+    orientation,
+    second_order,
+)
+from .gradients import SecondDerivatives as _SecondDerivativesResult
+
+__all__ = [
+    "CentralDifference",
+    "ForwardDifference",
+    "GradientMagnitude",
+    "Laplacian",
+    "Orientation",
+    "Prewitt",
+    "Scharr",
+    "SecondDerivatives",
+    "Sobel",
+    "SpatialGradient",
+]
+
+
+class _StencilModule(nn.Module):
+    """Holds a validated :class:`GradientSpec` and its taps as non-persistent buffers."""
+
+    def __init__(self, operator: str, **options: Any) -> None:
+        super().__init__()
+        self.spec = GradientSpec.build(operator, **options)
+        op = self.spec.op
+        stencils = {"derivative": op.derivative, "smoothing": op.smoothing, "second": op.second}
+        for name, stencil in stencils.items():
+            if stencil is not None:
+                self.register_buffer(f"{name}_taps", torch.tensor(stencil.taps), persistent=False)
+
+    def taps(self) -> dict[str, torch.Tensor]:
+        return {n[: -len("_taps")]: b for n, b in self.named_buffers() if n.endswith("_taps")}
+
+    def extra_repr(self) -> str:
+        s = self.spec
+        size = f", ksize={len(s.op.smoothing.taps)}" if s.op.name == "sobel" else ""
+        return (
+            f"operator={s.op.name!r}{size}, border={s.border!r}, normalized={s.normalized}, "
+            f"color={s.color!r}"
+        )
+
+
+class SpatialGradient(_StencilModule):
+    """Module form of :func:`imgrad.spatial_gradient`; returns ``Gradients(gy, gx)``."""
+
+    def __init__(self, operator: str = "sobel", **options: Any) -> None:
+        super().__init__(operator, **options)
+
+    def forward(self, image: torch.Tensor) -> Gradients:
+        return first_order(image, self.spec, taps=self.taps())
+
+
+class Sobel(SpatialGradient):
+    """Sobel derivatives as a module (``ksize`` 1, 3, 5 or 7)."""
+
+    def __init__(self, ksize: int = 3, **options: Any) -> None:
+        super().__init__("sobel", ksize=ksize, **options)
+
+
+class Scharr(SpatialGradient):
+    """Scharr derivatives as a module."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__("scharr", **options)
+
+
+class Prewitt(SpatialGradient):
+    """Prewitt derivatives as a module."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__("prewitt", **options)
+
+
+class CentralDifference(SpatialGradient):
+    """Central differences ``(f[i+1] - f[i-1]) / 2`` as a module."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__("central", **options)
+
+
+class ForwardDifference(SpatialGradient):
+    """Forward differences ``f[i+1] - f[i]`` as a module."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__("forward", **options)
+
+
+class SecondDerivatives(_StencilModule):
+    """Module form of :func:`imgrad.second_derivatives`; returns ``(gyy, gxy, gxx)``."""
+
+    def __init__(self, operator: str = "sobel", **options: Any) -> None:
+        super().__init__(operator, **options)
+        if self.spec.op.second is None or self.spec.color == "max":
+            second_order(torch.zeros(8, 8), self.spec)  # raises the function's own error
+
+    def forward(self, image: torch.Tensor) -> _SecondDerivativesResult:
+        return second_order(image, self.spec, taps=self.taps())
+
+
+class Laplacian(SecondDerivatives):
+    """Module form of :func:`imgrad.laplacian` (``cv2.Laplacian`` with the same ``ksize``)."""
+
+    def __init__(self, ksize: int = 1, **options: Any) -> None:
+        super().__init__("sobel", ksize=ksize, **options)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        gyy, _, gxx = second_order(image, self.spec, taps=self.taps())
+        return gxx + gyy
+
+
+class GradientMagnitude(nn.Module):
+    """Image → gradient magnitude tensor, for ``nn.Sequential`` and losses.
+
+    ``GradientMagnitude("sobel", norm="l2")(x) == imgrad.gradient_magnitude(x, "sobel")``.
+    """
+
+    def __init__(self, operator: str = "sobel", *, norm: str = "l2", **options: Any) -> None:
+        super().__init__()
+        self.gradient = SpatialGradient(operator, **options)
+        self.norm = check_choice(norm, "norm", NORMS)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return magnitude(self.gradient(image), self.norm)
+
+    def extra_repr(self) -> str:
+        return f"norm={self.norm!r}"
+
+
+class Orientation(nn.Module):
+    """``Gradients`` → orientation, as :func:`imgrad.orientation`."""
+
+    def __init__(self, *, degrees: bool = False, signed: bool = False) -> None:
+        super().__init__()
+        self.degrees = degrees
+        self.signed = signed
+
+    def forward(self, gradients: Gradients) -> torch.Tensor:
+        return orientation(gradients, degrees=self.degrees, signed=self.signed)
+
+    def extra_repr(self) -> str:
+        return f"degrees={self.degrees}, signed={self.signed}"
