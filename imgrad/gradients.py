@@ -118,10 +118,20 @@ def first_derivatives(
     x: torch.Tensor, op: Operator, border: str, value: float = 0.0, taps: Taps | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Raw ``(gy, gx)`` of an ``(N, C, H, W)`` float tensor."""
+    halo = op.radius
+    return first_derivatives_extended(_extend(x, halo, border, value), op, halo, taps)
+
+
+def first_derivatives_extended(
+    xp: torch.Tensor, op: Operator, halo: int, taps: Taps | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Raw ``(gy, gx)`` of an input already extended by ``halo`` on every side.
+
+    The output is ``halo`` smaller on each side. Tiled processing uses this on windows cut from
+    a larger image, so that each tile does exactly the arithmetic of the whole-image call.
+    """
     t = taps or {}
     d, s = t.get("derivative"), t.get("smoothing")
-    halo = op.radius
-    xp = _extend(x, halo, border, value)
     # gy = smooth_x(derivative_y(f)),  gx = smooth_y(derivative_x(f))
     gy = _along(_along(xp, op.derivative, -2, halo, d), op.smoothing, -1, halo, s)
     gx = _along(_along(xp, op.derivative, -1, halo, d), op.smoothing, -2, halo, s)
@@ -132,12 +142,18 @@ def second_derivatives_raw(
     x: torch.Tensor, op: Operator, border: str, value: float = 0.0, taps: Taps | None = None
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Raw ``(gyy, gxy, gxx)`` of an ``(N, C, H, W)`` float tensor."""
+    halo = op.radius
+    return second_derivatives_extended(_extend(x, halo, border, value), op, halo, taps)
+
+
+def second_derivatives_extended(
+    xp: torch.Tensor, op: Operator, halo: int, taps: Taps | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Raw ``(gyy, gxy, gxx)`` of an input already extended by ``halo`` on every side."""
     if op.second is None:
         raise ValueError(f"{op.name} has no second-derivative stencil; use 'sobel' or 'central'")
     t = taps or {}
     d, s, s2 = t.get("derivative"), t.get("smoothing"), t.get("second")
-    halo = op.radius
-    xp = _extend(x, halo, border, value)
     gyy = _along(_along(xp, op.second, -2, halo, s2), op.smoothing, -1, halo, s)
     gxx = _along(_along(xp, op.second, -1, halo, s2), op.smoothing, -2, halo, s)
     gxy = _along(_along(xp, op.derivative, -1, halo, d), op.derivative, -2, halo, d)
@@ -417,12 +433,16 @@ def orientation(gradients: Any, *, degrees: bool = False, signed: bool = False) 
     else:
         angle = torch.where(angle < 0, angle + 2 * torch.pi, angle)
     angle = angle * scale
-    # rounding may land exactly on the open end (e.g. -1e-30 rad + 2π == 2π): step inside.
-    top = torch.tensor(full * scale, dtype=angle.dtype, device=angle.device)
-    inside = torch.nextafter(top, torch.zeros_like(top))
-    angle = torch.where(angle >= top, inside, angle) if not signed else angle.clamp(max=top)
+    if signed:
+        top = torch.tensor(full * scale, dtype=angle.dtype, device=angle.device)
+        angle = angle.clamp(max=top)
     angle = torch.where(zero, torch.zeros_like(angle), angle) + 0.0  # + 0.0 turns -0.0 into 0
     out = angle.to(gy.dtype)
+    if not signed:
+        # rounding (-1e-30 rad + 2π == 2π, or 359.99 rounded to float16 == 360) may land on the
+        # open end: step inside, in the output dtype so that half precision stays inside too.
+        top = torch.tensor(full * scale, dtype=out.dtype, device=out.device)
+        out = torch.where(out >= top, torch.nextafter(top, torch.zeros_like(top)), out)
     return out.numpy(force=True) if is_numpy else out
 
 
