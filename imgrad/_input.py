@@ -14,7 +14,6 @@ Rules (stated once, documented in the README):
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -130,5 +129,3 @@ def check_choice(value: Any, name: str, choices: tuple[str, ...]) -> str:
         raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}")
     return value
 
-
-Restore = Callable[[torch.Tensor], Any]

@@ -1,0 +1,748 @@
+"""Reading and writing image files, and turning gradients into pictures.
+
+Everything the command line does with files lives here; the CLI only parses options and calls
+these functions. Only Pillow and numpy are imported up front; ``tifffile`` is imported lazily,
+and only for TIFF files that Pillow cannot decode at full precision (16-bit colour, float colour).
+
+Arrays are channels-first
+-------------------------
+:func:`read_image` returns ``(C, H, W)`` with ``C`` in {1, 3}: one channel for grey images, three
+for everything else (palette, CMYK, YCbCr ... are converted to RGB). The sample type is kept:
+
+========================================  ===========
+stored samples                            dtype
+========================================  ===========
+1-bit, 8-bit                              ``uint8`` (1-bit becomes 0/255)
+16-bit (PNG grey or colour, TIFF)         ``uint16`` (all 16 bits, never reduced to 8)
+32-bit integer (Pillow mode ``I``)        ``uint16`` if every value fits in 0..65535, else an error
+floating point TIFF                       ``float32``
+========================================  ===========
+
+The EXIF orientation tag (or the TIFF ``Orientation`` tag) is applied, so the array is upright
+the way a viewer shows it. Only the first frame of a GIF, WebP or multi-page TIFF is read.
+
+Alpha
+-----
+``alpha="composite"`` (the default) composites the colour onto black, i.e. multiplies every
+colour channel by alpha: a pixel contributes what it shows, so the arbitrary colour stored under
+fully transparent pixels cannot create edges. For integer images this is computed exactly,
+``out = round(colour * alpha / M)`` with ``M`` = 255 (8-bit) or 65535 (16-bit), in integer
+arithmetic and in the image's own dtype. ``M`` is odd, so the quotient is never exactly halfway
+between two integers and the rounding is unambiguous. A value of 200 under alpha 128 becomes
+``round(200 * 128 / 255) = round(100.39) = 100``. Float images are multiplied by alpha as stored
+(alpha in [0, 1]). Already premultiplied ("associated") TIFF alpha is simply dropped. A PNG
+``tRNS`` colour key on a grey or RGB image makes pixels of that colour black.
+
+``alpha="drop"`` ignores alpha and returns the stored colour.
+
+Size limit
+----------
+An image with more than ``max_pixels`` pixels (width × height, default
+:data:`DEFAULT_MAX_PIXELS` = 2**28, about 268 megapixels, which is 268 MB as 8-bit grey and
+3.2 GB as float32 RGB) raises :class:`ImageTooLargeError` before any pixel data is decoded, which
+protects against decompression bombs. ``max_pixels=None`` disables the check. This limit replaces
+Pillow's global ``Image.MAX_IMAGE_PIXELS`` for files opened here; the global is left untouched.
+
+Writing
+-------
+:func:`write_image` picks the format from the extension and writes atomically: a temporary file
+next to the destination is written, flushed and fsynced, then renamed over the destination, so
+an interrupted write never leaves a partial file behind.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import secrets
+import struct
+import threading
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Literal
+
+import numpy as np
+from PIL import ExifTags, Image, UnidentifiedImageError
+
+if TYPE_CHECKING:
+    import torch
+    from numpy.typing import ArrayLike
+
+__all__ = [
+    "DEFAULT_MAX_PIXELS",
+    "SUPPORTED_INPUT_EXTENSIONS",
+    "SUPPORTED_OUTPUT_EXTENSIONS",
+    "ImageReadError",
+    "ImageTooLargeError",
+    "orientation_picture",
+    "read_image",
+    "to_image_values",
+    "write_image",
+]
+
+DEFAULT_MAX_PIXELS: int = 2**28
+"""Default pixel limit of :func:`read_image` (268,435,456 pixels, e.g. 16384 × 16384)."""
+
+SUPPORTED_INPUT_EXTENSIONS: frozenset[str] = frozenset(
+    {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp", ".gif"}
+)
+"""Extensions of the files :func:`read_image` reads (it looks at the content, not the name)."""
+
+_FORMAT_OF_EXTENSION: dict[str, str] = {
+    ".png": "PNG",
+    ".jpg": "JPEG",
+    ".jpeg": "JPEG",
+    ".tif": "TIFF",
+    ".tiff": "TIFF",
+    ".webp": "WEBP",
+    ".bmp": "BMP",
+    ".npy": "NPY",
+}
+
+SUPPORTED_OUTPUT_EXTENSIONS: frozenset[str] = frozenset(_FORMAT_OF_EXTENSION)
+"""Extensions :func:`write_image` writes; ``.npy`` stores any array exactly."""
+
+_UINT8 = {("uint8", "grey"), ("uint8", "RGB")}
+_UINT16 = {("uint16", "grey"), ("uint16", "RGB")}
+# (dtype, layout) pairs each format stores exactly; 16-bit RGB TIFF is written with tifffile
+_WRITABLE: dict[str, set[tuple[str, str]]] = {
+    "PNG": _UINT8 | _UINT16,
+    "TIFF": _UINT8 | _UINT16 | {("float32", "grey")},
+    "JPEG": _UINT8,
+    "WEBP": _UINT8,
+    "BMP": _UINT8,
+}
+_JPEG_QUALITY = 95
+_TMP_MARKER = ".imgrad-tmp"
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_TIFF_MAGICS = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+_UINT16_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N"})
+_DIRECT_MODES = frozenset({"L", "LA", "RGB", "RGBA", "I", "F"}) | _UINT16_MODES
+# Pillow decodes 16-bit colour PNG rows with a "...;16B" unpacker that keeps the high byte of
+# each sample; the "...;16L" unpacker applied to the same big-endian rows keeps the low byte.
+_PNG16_LOW_BYTE_RAWMODES = {"RGB;16B": "RGB;16L", "RGBA;16B": "RGBA;16L"}
+_ORIENTATION_TAG = ExifTags.Base.Orientation
+_PIL_LIMIT_LOCK = threading.Lock()
+
+
+class ImageReadError(ValueError):
+    """An image file could not be read; the message names the file and the reason."""
+
+
+class ImageTooLargeError(ImageReadError):
+    """An image has more pixels than the ``max_pixels`` limit of :func:`read_image`."""
+
+
+@dataclass
+class _Decoded:
+    pixels: np.ndarray  # (H, W, C); C in {2, 4} means the last channel is alpha
+    orientation: int  # EXIF/TIFF orientation, 1..8
+    premultiplied: bool = False  # colour already multiplied by alpha
+    colour_key: int | tuple[int, ...] | None = None  # PNG tRNS colour of transparent pixels
+
+
+# --------------------------------------------------------------------------------------------
+# Reading
+# --------------------------------------------------------------------------------------------
+
+
+def read_image(
+    source: str | os.PathLike[str] | IO[bytes],
+    *,
+    alpha: Literal["composite", "drop"] = "composite",
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+) -> np.ndarray:
+    """Read an image file into a channels-first numpy array.
+
+    Parameters
+    ----------
+    source : str, os.PathLike or binary file object
+        Path of a PNG, JPEG, TIFF, WebP, BMP or GIF file, or an open binary stream such as
+        ``sys.stdin.buffer`` (read to its end). The format is taken from the content.
+    alpha : {"composite", "drop"}, default "composite"
+        ``"composite"`` composites the colour onto black (multiplies it by alpha, exactly, with
+        rounding to nearest); ``"drop"`` ignores alpha. See the module docstring.
+    max_pixels : int or None, default DEFAULT_MAX_PIXELS
+        Largest accepted width × height, checked before decoding; ``None`` disables the check.
+
+    Returns
+    -------
+    numpy.ndarray
+        Shape ``(C, H, W)`` with ``C`` = 1 (grey) or 3 (RGB), upright according to the EXIF
+        orientation; ``uint8`` for 8-bit (and 1-bit) data, ``uint16`` for 16-bit data,
+        ``float32`` for floating point TIFF.
+
+    Raises
+    ------
+    ImageTooLargeError
+        The image has more than ``max_pixels`` pixels.
+    ImageReadError
+        The file is missing, a directory, not an image, of an unsupported kind, truncated or
+        corrupt.
+    ValueError
+        ``alpha`` or ``max_pixels`` is not a valid value.
+    """
+    if alpha not in ("composite", "drop"):
+        raise ValueError(f"alpha must be 'composite' or 'drop', got {alpha!r}")
+    if max_pixels is not None and max_pixels < 1:
+        raise ValueError(f"max_pixels must be a positive integer or None, got {max_pixels!r}")
+    with _open_source(source) as (name, stream):
+        decoded = _decode(stream, name, max_pixels)
+    return _finish(decoded, alpha)
+
+
+@contextmanager
+def _open_source(source: str | os.PathLike[str] | IO[bytes]) -> Iterator[tuple[str, IO[bytes]]]:
+    """Yield (name for messages, seekable binary stream positioned at the start)."""
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if not path.exists():
+            raise ImageReadError(f"cannot read '{path}': no such file")
+        if path.is_dir():
+            raise ImageReadError(f"cannot read '{path}': it is a directory, not an image file")
+        try:
+            stream = path.open("rb")
+        except OSError as exc:
+            raise ImageReadError(f"cannot read '{path}': {exc.strerror or exc}") from exc
+        with stream:
+            yield str(path), stream
+        return
+    name = str(getattr(source, "name", "<stream>"))
+    data = source.read()
+    if not isinstance(data, bytes):
+        raise TypeError(f"source must be a path or a binary file object; {name} gave text")
+    yield name, io.BytesIO(data)
+
+
+def _decode(stream: IO[bytes], name: str, max_pixels: int | None) -> _Decoded:
+    """Decode the first frame with Pillow, or with tifffile where Pillow would lose precision."""
+    try:
+        with _pillow_bomb_check_disabled():
+            im = Image.open(stream)
+    except UnidentifiedImageError as exc:
+        if _is_tiff(stream):
+            return _decode_tiff_with_tifffile(stream, name, max_pixels)
+        raise ImageReadError(
+            f"cannot read '{name}': not an image in a supported format "
+            f"(PNG, JPEG, TIFF, WebP, BMP, GIF) or its header is corrupt"
+        ) from exc
+    except (OSError, SyntaxError, EOFError, ValueError, struct.error) as exc:
+        raise ImageReadError(f"cannot read '{name}': corrupt image header ({exc})") from exc
+
+    with im:
+        _check_size(im.size, name, max_pixels)
+        if im.format == "TIFF" and _pillow_reduces_tiff(im):
+            return _decode_tiff_with_tifffile(stream, name, max_pixels)
+        rawmode = im.tile[0][3] if im.format == "PNG" and im.tile else None
+        if rawmode == "LA;16B":
+            raise ImageReadError(
+                f"cannot read '{name}': 16-bit grey+alpha PNG is not supported (Pillow "
+                f"decodes it to 8 bits); save it as 16-bit grey PNG or 16-bit TIFF instead"
+            )
+        try:
+            im.load()  # decodes everything, so truncation is detected here
+            if rawmode in _PNG16_LOW_BYTE_RAWMODES:
+                pixels = _png16_colour_pixels(im, stream, rawmode)
+            else:
+                pixels = _pillow_pixels(im, name)
+            orientation = im.getexif().get(_ORIENTATION_TAG, 1)
+        except ImageReadError:
+            raise
+        except (OSError, SyntaxError, EOFError, ValueError, struct.error, zlib.error) as exc:
+            raise ImageReadError(
+                f"cannot read '{name}': truncated or corrupt image data ({exc})"
+            ) from exc
+        key = im.info.get("transparency") if im.mode in {"L", "RGB"} | _UINT16_MODES else None
+    return _Decoded(
+        pixels,
+        orientation,
+        colour_key=key if isinstance(key, (int, tuple)) else None,
+    )
+
+
+@contextmanager
+def _pillow_bomb_check_disabled() -> Iterator[None]:
+    """Switch off Pillow's global pixel limit while a header is parsed; ours governs instead.
+
+    ``Image.open`` only parses the header, so the global is changed for a moment, under a lock
+    so that concurrent reads here restore it correctly.
+    """
+    with _PIL_LIMIT_LOCK:
+        saved = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = None
+        try:
+            yield
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
+
+
+def _check_size(size: tuple[int, int], name: str, max_pixels: int | None) -> None:
+    width, height = size
+    if max_pixels is not None and width * height > max_pixels:
+        raise ImageTooLargeError(
+            f"cannot read '{name}': {width}x{height} = {width * height:,} pixels is more than "
+            f"the limit of {max_pixels:,} pixels (a guard against decompression bombs). If the "
+            f"file is trusted, raise the limit with max_pixels=... (--max-pixels on the command "
+            f"line) or disable it with max_pixels=None. Images larger than memory are better "
+            f"stored as tiled TIFF or Zarr and processed block by block."
+        )
+
+
+def _is_tiff(stream: IO[bytes]) -> bool:
+    stream.seek(0)
+    return stream.read(4) in _TIFF_MAGICS
+
+
+def _pillow_reduces_tiff(im: Image.Image) -> bool:
+    """True if Pillow would decode this TIFF with fewer bits than are stored."""
+    bits = im.tag_v2.get(258, (1,))  # type: ignore[attr-defined]  # BitsPerSample
+    bits = bits if isinstance(bits, tuple) else (bits,)
+    return max(bits) > 8 and im.mode not in _UINT16_MODES | {"I", "F"}
+
+
+def _png16_colour_pixels(im: Image.Image, stream: IO[bytes], rawmode: str) -> np.ndarray:
+    """All 16 bits of a colour PNG: Pillow's decode gives the high bytes, a second decode of the
+    same rows with the little-endian unpacker gives the low bytes."""
+    high = np.asarray(im, dtype=np.uint16)
+    stream.seek(0)
+    with _pillow_bomb_check_disabled():
+        low_im = Image.open(stream)
+    with low_im:
+        tile = low_im.tile[0]
+        low_rawmode = _PNG16_LOW_BYTE_RAWMODES[rawmode]
+        # Pillow >= 11 tiles are named tuples; older ones plain tuples
+        low_im.tile = [
+            tile._replace(args=low_rawmode)
+            if hasattr(tile, "_replace")
+            else (*tile[:3], low_rawmode)
+        ]
+        low_im.load()
+        low = np.asarray(low_im, dtype=np.uint16)
+    return (high << 8) | low
+
+
+def _pillow_pixels(im: Image.Image, name: str) -> np.ndarray:
+    """(H, W, C) array of a loaded Pillow image, with C in {1, 2, 3, 4}."""
+    if im.mode == "1":
+        im = im.convert("L")  # 0/255
+    elif im.mode not in _DIRECT_MODES:
+        bands = im.getbands()
+        has_alpha = "A" in bands or "a" in bands or "transparency" in im.info
+        try:
+            im = im.convert("RGBA" if has_alpha else "RGB")
+        except ValueError as exc:
+            raise ImageReadError(
+                f"cannot read '{name}': unsupported image mode {im.mode!r} ({exc})"
+            ) from exc
+    pixels = np.asarray(im)
+    if im.mode in _UINT16_MODES:
+        pixels = pixels.astype(np.uint16)  # native byte order
+    elif im.mode == "I":
+        if pixels.size and (pixels.min() < 0 or pixels.max() > 65535):
+            raise ImageReadError(
+                f"cannot read '{name}': 32-bit integer samples outside 0..65535 "
+                f"(range {pixels.min()}..{pixels.max()}) are not supported"
+            )
+        pixels = pixels.astype(np.uint16)
+    return pixels if pixels.ndim == 3 else pixels[:, :, np.newaxis]
+
+
+def _decode_tiff_with_tifffile(stream: IO[bytes], name: str, max_pixels: int | None) -> _Decoded:
+    """First page of a TIFF that Pillow cannot decode at full precision."""
+    try:
+        import tifffile
+    except ImportError as exc:
+        raise ImageReadError(
+            f"cannot read '{name}': this TIFF (16-bit colour, float colour or an unusual "
+            f"layout) needs the optional package tifffile: pip install tifffile"
+        ) from exc
+    stream.seek(0)
+    try:
+        with tifffile.TiffFile(stream) as tif:
+            page = tif.pages.first
+            axes = page.axes
+            if axes not in ("YX", "YXS", "SYX"):
+                raise ImageReadError(
+                    f"cannot read '{name}': TIFF page with axes {axes!r} is not a 2-D image"
+                )
+            shape = dict(zip(axes, page.shape, strict=True))
+            _check_size((shape["X"], shape["Y"]), name, max_pixels)
+            pixels = page.asarray()
+            orientation_tag = page.tags.get("Orientation")
+            premultiplied = 1 in (page.extrasamples or ())  # EXTRASAMPLE.ASSOCALPHA
+    except ImageReadError:
+        raise
+    except Exception as exc:  # tifffile raises many kinds on corrupt input
+        raise ImageReadError(f"cannot read '{name}': corrupt or unsupported TIFF ({exc})") from exc
+    if axes == "SYX":
+        pixels = np.moveaxis(pixels, 0, -1)
+    elif axes == "YX":
+        pixels = pixels[:, :, np.newaxis]
+    if pixels.shape[-1] > 4:
+        raise ImageReadError(f"cannot read '{name}': {pixels.shape[-1]} samples per pixel")
+    if pixels.dtype.kind == "f":
+        pixels = pixels.astype(np.float32, copy=False)
+    elif pixels.dtype not in (np.uint8, np.uint16):
+        raise ImageReadError(f"cannot read '{name}': unsupported TIFF sample type {pixels.dtype}")
+    orientation = int(orientation_tag.value) if orientation_tag is not None else 1
+    return _Decoded(pixels, orientation, premultiplied=premultiplied)
+
+
+def _finish(decoded: _Decoded, alpha: str) -> np.ndarray:
+    """Apply the alpha rule and the orientation; return a contiguous (C, H, W) array."""
+    pixels = decoded.pixels
+    channels = pixels.shape[-1]
+    colour = pixels[..., : channels - 1] if channels in (2, 4) else pixels
+    if alpha == "composite":
+        if channels in (2, 4) and not decoded.premultiplied:
+            colour = _composite_onto_black(colour, pixels[..., -1:])
+        elif decoded.colour_key is not None:
+            key = np.atleast_1d(np.asarray(decoded.colour_key))
+            transparent = np.all(colour == key.astype(colour.dtype), axis=-1, keepdims=True)
+            colour = np.where(transparent, 0, colour).astype(colour.dtype)
+    chw = _apply_orientation(np.moveaxis(colour, -1, 0), decoded.orientation)
+    return np.ascontiguousarray(chw)
+
+
+def _composite_onto_black(colour: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """colour * alpha / max, rounded to nearest, in the colour's own dtype."""
+    if colour.dtype.kind == "f":
+        return (colour * alpha).astype(np.float32)
+    full = np.iinfo(colour.dtype).max  # 255 or 65535, odd: no exact halves
+    product = colour.astype(np.uint64) * alpha.astype(np.uint64)
+    return ((product + full // 2) // full).astype(colour.dtype)
+
+
+def _apply_orientation(chw: np.ndarray, orientation: int) -> np.ndarray:
+    """Transform (C, H, W) as ``PIL.ImageOps.exif_transpose`` does for EXIF orientation 1..8."""
+    if orientation == 2:  # mirrored horizontally
+        return chw[:, :, ::-1]
+    if orientation == 3:  # rotated 180
+        return chw[:, ::-1, ::-1]
+    if orientation == 4:  # mirrored vertically
+        return chw[:, ::-1, :]
+    if orientation == 5:  # transpose
+        return chw.transpose(0, 2, 1)
+    if orientation == 6:  # rotate 90 clockwise to view
+        return np.rot90(chw, k=-1, axes=(1, 2))
+    if orientation == 7:  # transverse
+        return chw.transpose(0, 2, 1)[:, ::-1, ::-1]
+    if orientation == 8:  # rotate 90 counter-clockwise to view
+        return np.rot90(chw, k=1, axes=(1, 2))
+    return chw
+
+
+# --------------------------------------------------------------------------------------------
+# Writing
+# --------------------------------------------------------------------------------------------
+
+
+def write_image(
+    dest: str | os.PathLike[str] | IO[bytes],
+    array: np.ndarray,
+    *,
+    format: str | None = None,
+) -> None:
+    """Write an array to an image file, atomically.
+
+    Parameters
+    ----------
+    dest : str, os.PathLike or binary file object
+        Destination path, or a binary stream such as ``sys.stdout.buffer`` (then ``format`` is
+        required and the bytes are written straight to the stream).
+    array : numpy.ndarray
+        ``(C, H, W)`` with ``C`` in {1, 3}, or ``(H, W)``. Per format:
+
+        - ``.png``: ``uint8`` grey/RGB, ``uint16`` grey/RGB;
+        - ``.tif``/``.tiff``: ``uint8`` grey/RGB, ``uint16`` grey (RGB needs tifffile),
+          ``float32`` grey;
+        - ``.jpg``/``.jpeg`` (quality 95), ``.webp`` (lossless), ``.bmp``: ``uint8`` only;
+        - ``.npy``: any array, saved unchanged with :func:`numpy.save`.
+    format : str, optional
+        Format name or extension (``"png"``, ``".tif"``, ``"jpeg"``, ``"npy"``, ...,
+        case-insensitive); by default taken from the extension of ``dest``.
+
+    Raises
+    ------
+    ValueError
+        Unknown extension or format, or an array the format cannot store (the message says
+        which format can).
+
+    Notes
+    -----
+    A path destination is written through a temporary file in the same directory (a hidden
+    name containing ``.imgrad-tmp``) that is flushed, fsynced and then renamed onto ``dest``
+    with :func:`os.replace`. If anything fails the temporary file is removed and ``dest`` is
+    left as it was.
+    """
+    if not isinstance(dest, (str, os.PathLike)):
+        if format is None:
+            raise ValueError("format is required when writing to a file object")
+        fmt = _format_of(format, what="format")
+        _check_writable(array, fmt)
+        _encode(dest, array, fmt)
+        dest.flush()
+        return
+    path = Path(dest)
+    if format is None and not path.suffix:
+        supported = ", ".join(sorted(SUPPORTED_OUTPUT_EXTENSIONS))
+        raise ValueError(f"'{path}' has no extension to tell the format; use one of {supported}")
+    fmt = _format_of(format if format is not None else path.suffix, what="extension")
+    _check_writable(array, fmt)
+    with _atomic_file(path) as stream:
+        _encode(stream, array, fmt)
+
+
+def _format_of(name: str, *, what: str) -> str:
+    key = name.lower() if name.startswith(".") else "." + name.lower()
+    fmt = _FORMAT_OF_EXTENSION.get(key)
+    if fmt is None:
+        supported = ", ".join(sorted(SUPPORTED_OUTPUT_EXTENSIONS))
+        raise ValueError(f"unsupported output {what} {name!r}; supported: {supported}")
+    return fmt
+
+
+def _as_hwc(array: np.ndarray) -> np.ndarray:
+    """(H, W) or (C, H, W) with C in {1, 3} -> (H, W) or (H, W, 3)."""
+    if array.ndim == 3 and array.shape[0] in (1, 3):
+        return array[0] if array.shape[0] == 1 else np.moveaxis(array, 0, -1)
+    if array.ndim == 2:
+        return array
+    raise ValueError(
+        f"expected an image of shape (H, W) or (C, H, W) with C in (1, 3), got {array.shape}"
+    )
+
+
+def _check_writable(array: np.ndarray, fmt: str) -> None:
+    if fmt == "NPY":
+        return
+    hwc = _as_hwc(array)
+    kind = (hwc.dtype.name, "RGB" if hwc.ndim == 3 else "grey")
+    if kind not in _WRITABLE[fmt]:
+        accepted = ", ".join(f"{dtype} {layout}" for dtype, layout in sorted(_WRITABLE[fmt]))
+        raise ValueError(
+            f"{fmt} cannot store a {kind[1]} {kind[0]} image, only {accepted}. 16-bit data "
+            f"goes to .png or .tif, float32 grey to .tif, anything to .npy; to_image_values "
+            f"turns float gradients into 8- or 16-bit values"
+        )
+
+
+def _encode(stream: IO[bytes], array: np.ndarray, fmt: str) -> None:
+    if fmt == "NPY":
+        np.save(stream, array, allow_pickle=False)
+        return
+    hwc = np.ascontiguousarray(_as_hwc(array), dtype=array.dtype.newbyteorder("="))
+    if hwc.dtype == np.uint16 and hwc.ndim == 3:
+        if fmt == "PNG":
+            _write_png16_rgb(stream, hwc)
+        else:
+            _write_tiff16_rgb(stream, hwc)
+        return
+    image = Image.fromarray(hwc)
+    if fmt == "JPEG":
+        image.save(stream, format=fmt, quality=_JPEG_QUALITY)
+    elif fmt == "WEBP":
+        image.save(stream, format=fmt, lossless=True)
+    else:
+        image.save(stream, format=fmt)
+
+
+def _write_png16_rgb(stream: IO[bytes], hwc: np.ndarray) -> None:
+    """16-bit RGB PNG (Pillow cannot write one): rows big-endian, PNG filter "Up" on every row."""
+    height, width, _ = hwc.shape
+    rows = hwc.astype(">u2").view(np.uint8).reshape(height, width * 6)
+    up = rows.copy()
+    up[1:] -= rows[:-1]  # Up(x) = Raw(x) - Prior(x) mod 256
+    filtered = np.concatenate([np.full((height, 1), 2, np.uint8), up], axis=1)
+    header = struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0)  # 16-bit RGB
+    stream.write(_PNG_SIGNATURE)
+    for kind, data in ((b"IHDR", header), (b"IDAT", zlib.compress(filtered.tobytes(), 6))):
+        stream.write(struct.pack(">I", len(data)) + kind + data)
+        stream.write(struct.pack(">I", zlib.crc32(kind + data)))
+    stream.write(struct.pack(">I", 0) + b"IEND" + struct.pack(">I", zlib.crc32(b"IEND")))
+
+
+def _write_tiff16_rgb(stream: IO[bytes], hwc: np.ndarray) -> None:
+    try:
+        import tifffile
+    except ImportError as exc:
+        raise ValueError(
+            "writing 16-bit RGB TIFF needs the optional package tifffile (pip install "
+            "tifffile); or write 16-bit RGB as .png, or .npy"
+        ) from exc
+    encoded = io.BytesIO()  # tifffile wants a named file or a buffer, not a bare descriptor
+    tifffile.imwrite(encoded, hwc, photometric="rgb")
+    stream.write(encoded.getvalue())
+
+
+@contextmanager
+def _atomic_file(path: Path) -> Iterator[IO[bytes]]:
+    """Yield a temporary file beside ``path``; on success fsync it and rename it onto ``path``."""
+    while True:
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}{_TMP_MARKER}")
+        try:
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+            fd = os.open(tmp, flags, 0o666)  # minus the umask, as an ordinary open() gives
+            break
+        except FileExistsError:
+            continue
+    try:
+        with os.fdopen(fd, "wb") as stream:
+            yield stream
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+# --------------------------------------------------------------------------------------------
+# Float values to pictures
+# --------------------------------------------------------------------------------------------
+
+
+def _to_float64(x: ArrayLike | torch.Tensor) -> np.ndarray:
+    if hasattr(x, "detach"):  # a torch tensor: any device, dtype or requires_grad
+        x = x.detach().cpu().double().numpy()
+    return np.asarray(x, dtype=np.float64)
+
+
+def to_image_values(
+    x: ArrayLike | torch.Tensor,
+    *,
+    bits: Literal[8, 16] = 8,
+    scale: float | None = None,
+    mode: Literal["fixed", "stretch"] = "fixed",
+    max_value: float | None = None,
+    signed: bool = False,
+) -> np.ndarray:
+    """Map float values (a gradient, a magnitude) to integer image values.
+
+    Parameters
+    ----------
+    x : array_like or torch.Tensor
+        Values of any shape; tensors are detached and copied to the CPU.
+    bits : {8, 16}, default 8
+        Output depth: ``uint8`` (0..255) or ``uint16`` (0..65535).
+    scale : float, optional
+        Required for ``mode="fixed"`` (and only allowed there): output units per input unit.
+        A fixed scale makes the outputs of a whole data set comparable.
+    mode : {"fixed", "stretch"}, default "fixed"
+        ``"fixed"``: ``out = clip(round(x * scale), 0, 2**bits - 1)``.
+        ``"stretch"``: a per-image linear map of ``[lo, hi]`` onto ``[0, 2**bits - 1]``, a range
+        that always contains 0: ``hi`` = max(0, largest finite value) (or ``max_value``) and
+        ``lo`` = min(0, smallest finite value). So non-negative data maps ``[0, max]``, data
+        with negatives ``[min, max]``; a constant positive image is all white, and an all-zero
+        image (``hi == lo``) all 0.
+    max_value : float, optional
+        ``mode="stretch"`` only: the value that maps to full white instead of the image's
+        maximum (e.g. a data set's maximum). Larger values are clipped.
+    signed : bool, default False
+        Keep the sign: 0 maps to mid-grey ``mid = 2**(bits-1)`` (128 for 8 bits). Fixed:
+        ``out = clip(round(x * scale + mid), 0, 2**bits - 1)``. Stretch: symmetric,
+        ``±m`` maps to ``mid ± (mid - 1)`` where ``m`` is the largest finite ``|x|`` (or
+        ``max_value``).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``uint8`` for ``bits=8``, ``uint16`` for ``bits=16``, same shape as ``x``.
+
+    Notes
+    -----
+    Rounding is to nearest with ties to even (:func:`numpy.rint`), so 0.5 -> 0 and 1.5 -> 2.
+    NaN is treated as 0 (output 0, or mid-grey when ``signed``); infinities are clipped.
+    """
+    if bits not in (8, 16):
+        raise ValueError(f"bits must be 8 or 16, got {bits!r}")
+    if mode not in ("fixed", "stretch"):
+        raise ValueError(f"mode must be 'fixed' or 'stretch', got {mode!r}")
+    if mode == "fixed" and scale is None:
+        raise ValueError("mode='fixed' needs a scale (output units per input unit)")
+    if mode == "fixed" and max_value is not None:
+        raise ValueError("max_value applies to mode='stretch' only; use scale with 'fixed'")
+    if mode == "stretch" and scale is not None:
+        raise ValueError("scale applies to mode='fixed' only; use max_value with 'stretch'")
+    if max_value is not None and not max_value > 0:
+        raise ValueError(f"max_value must be positive, got {max_value!r}")
+    values = _to_float64(x)
+    values = np.where(np.isnan(values), 0.0, values)
+    top = 2**bits - 1
+    mid = 2 ** (bits - 1) if signed else 0
+    finite = values[np.isfinite(values)]
+    if mode == "stretch":
+        if signed:
+            m = max_value if max_value is not None else float(np.abs(finite).max(initial=0.0))
+            scale, offset = ((mid - 1) / m if m > 0 else 0.0), 0.0
+        else:
+            hi = max_value if max_value is not None else float(finite.max(initial=0.0))
+            lo = min(0.0, float(finite.min(initial=0.0)))
+            scale, offset = (top / (hi - lo), -lo) if hi > lo else (0.0, 0.0)
+        values = (values + offset) * scale if scale else np.zeros_like(values)
+    else:
+        values = values * scale
+    out = np.clip(np.rint(values + mid), 0, top)
+    return out.astype(np.uint8 if bits == 8 else np.uint16)
+
+
+def orientation_picture(
+    magnitude: ArrayLike | torch.Tensor,
+    orientation: ArrayLike | torch.Tensor,
+    *,
+    max_magnitude: float | None = None,
+) -> np.ndarray:
+    """Colour picture of a gradient field: hue = direction, brightness = magnitude.
+
+    Parameters
+    ----------
+    magnitude : array_like or torch.Tensor
+        Gradient magnitude, shape ``(H, W)`` or ``(1, H, W)``.
+    orientation : array_like or torch.Tensor
+        Gradient direction in radians, same shape. Taken modulo 2π, so both [0, 2π) and
+        atan2's (-π, π] work: 0 (+x, right) is red, π/2 (+y, down) yellow-green
+        (hue 0.25), π cyan, 3π/2 violet.
+    max_magnitude : float, optional
+        Magnitude shown at full brightness; larger ones are clipped. Default: the image's
+        largest finite magnitude, which makes the picture per-image.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``uint8`` of shape ``(3, H, W)``: HSV with hue = orientation / 2π, saturation 1,
+        value = clip(magnitude / max_magnitude, 0, 1), converted to RGB and rounded to
+        nearest (ties to even). Zero (or NaN) magnitude is black.
+    """
+    mag = _to_float64(magnitude)
+    angle = _to_float64(orientation)
+    if mag.shape != angle.shape:
+        raise ValueError(f"magnitude {mag.shape} and orientation {angle.shape} differ in shape")
+    if mag.ndim == 3 and mag.shape[0] == 1:
+        mag, angle = mag[0], angle[0]
+    if mag.ndim != 2:
+        raise ValueError(f"expected shape (H, W) or (1, H, W), got {mag.shape}")
+    if max_magnitude is None:
+        finite = mag[np.isfinite(mag)]
+        max_magnitude = float(finite.max(initial=0.0))
+    elif not max_magnitude > 0:
+        raise ValueError(f"max_magnitude must be positive, got {max_magnitude!r}")
+    if max_magnitude > 0:
+        value = np.clip(np.nan_to_num(mag / max_magnitude, nan=0.0), 0.0, 1.0)
+    else:
+        value = np.zeros_like(mag)
+    hue6 = np.mod(np.nan_to_num(angle, nan=0.0), 2 * np.pi) / (2 * np.pi) * 6  # 0 <= hue6 <= 6
+    sector = np.floor(hue6)
+    frac = hue6 - sector
+    sector = sector.astype(np.int64) % 6  # hue6 == 6 after rounding wraps to red
+    rising = value * frac  # HSV "t" with s = 1
+    falling = value * (1 - frac)  # HSV "q"
+    zero = np.zeros_like(value)
+    # sector:   0=red->yellow 1=yellow->green 2=green->cyan 3=cyan->blue 4=blue->magenta 5=back
+    red = np.choose(sector, [value, falling, zero, zero, rising, value])
+    green = np.choose(sector, [rising, value, value, falling, zero, zero])
+    blue = np.choose(sector, [zero, zero, rising, value, value, falling])
+    rgb = np.stack([red, green, blue])
+    return np.rint(rgb * 255).astype(np.uint8)
