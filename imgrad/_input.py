@@ -73,13 +73,16 @@ def _to_tensor(image: Any, name: str) -> tuple[torch.Tensor, str]:
             raise TypeError(f"{name}: complex images are not supported (got {image.dtype})")
         if image.dtype.kind not in "uif":
             raise TypeError(f"{name}: unsupported numpy dtype {image.dtype}")
-        return torch.from_numpy(np.ascontiguousarray(image)), "numpy"
+        array = np.ascontiguousarray(image)
+        if not array.flags.writeable:  # torch warns on read-only memory (np.broadcast_to, ...)
+            array = array.copy()
+        return torch.from_numpy(array), "numpy"
     try:
         from PIL import Image
     except ImportError:  # pragma: no cover - pillow is a dependency
         Image = None
     if Image is not None and isinstance(image, Image.Image):
-        array = np.asarray(image)
+        array = np.array(image)  # a writable copy: np.asarray of a PIL image is read-only
         if array.dtype == np.bool_:
             array = array.astype(np.uint8) * 255
         array = array[None] if array.ndim == 2 else np.moveaxis(array, -1, 0)
@@ -128,4 +131,3 @@ def check_choice(value: Any, name: str, choices: tuple[str, ...]) -> str:
     if value not in choices:
         raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}")
     return value
-

@@ -92,12 +92,13 @@ def _coordinates(f: torch.Tensor, d: int, x: torch.Tensor, edge_order: int) -> t
     b = ((hr - hl) / (hl * hr)).reshape(shape)
     c = (hl / (hr * (hl + hr))).reshape(shape)
     center = a * f.narrow(d, 0, n - 2) + b * f.narrow(d, 1, n - 2) + c * f.narrow(d, 2, n - 2)
-    f0, f1, f2 = (f.narrow(d, i, 1) for i in (0, 1, 2))
-    g3, g2, g1 = (f.narrow(d, n - i, 1) for i in (3, 2, 1))
-    if edge_order == 1:
+    f0, f1 = f.narrow(d, 0, 1), f.narrow(d, 1, 1)
+    g2, g1 = f.narrow(d, n - 2, 1), f.narrow(d, n - 1, 1)
+    if edge_order == 1:  # n may be 2 here: no f[2] / f[n-3]
         first = (f1 - f0) / dx[0]
         last = (g1 - g2) / dx[-1]
     else:
+        f2, g3 = f.narrow(d, 2, 1), f.narrow(d, n - 3, 1)
         h0, h1 = dx[0], dx[1]
         first = (
             -(2.0 * h0 + h1) / (h0 * (h0 + h1)) * f0
@@ -154,7 +155,10 @@ def gradient(
                 f"{d}; got {input.shape[d]}"
             )
         if isinstance(h, torch.Tensor):
-            out.append(_coordinates(f, d, h.to(f.device), edge_order))
+            # torch multiplies integer input by the coefficients directly, so it is computed in
+            # the coordinates' floating dtype (float64 coordinates: float64), not in float32.
+            g = input.to(h.dtype) if f is not input and h.is_floating_point() else f
+            out.append(_coordinates(g, d, h.to(f.device), edge_order))
         else:
             out.append(_uniform(f, d, h, edge_order))
     return tuple(out)

@@ -153,6 +153,9 @@ class Orientation(nn.Module):
 
     def __init__(self, *, degrees: bool = False, signed: bool = False) -> None:
         super().__init__()
+        for name, value in (("degrees", degrees), ("signed", signed)):
+            if not isinstance(value, bool):
+                raise TypeError(f"{name} must be True or False, got {value!r}")
         self.degrees = degrees
         self.signed = signed
 
