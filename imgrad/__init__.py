@@ -6,6 +6,7 @@ engine, differentiable with respect to the input, on CPU or CUDA. Results come i
 order, ``Gradients(gy, gx)``, with +x right and +y down.
 """
 
+from .canny import Canny, CannyResult, canny
 from .compat import gradient, image_gradients
 from .engine import BORDERS
 from .gradients import (
@@ -27,6 +28,7 @@ from .modules import (
     CentralDifference,
     ForwardDifference,
     GradientMagnitude,
+    Hessian,
     Laplacian,
     Orientation,
     Prewitt,
@@ -34,24 +36,27 @@ from .modules import (
     Sobel,
     SpatialGradient,
 )
-from .modules import SecondDerivatives as SecondDerivativesModule
 from .operators import OPERATOR_NAMES
+from .tiled import process_huge
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Canny",
+    "CannyResult",
+    "canny",
     "BORDERS",
     "OPERATOR_NAMES",
     "CentralDifference",
     "ForwardDifference",
     "GradientMagnitude",
     "Gradients",
+    "Hessian",
     "Laplacian",
     "Orientation",
     "Prewitt",
     "Scharr",
     "SecondDerivatives",
-    "SecondDerivativesModule",
     "Sobel",
     "SpatialGradient",
     "central_difference",
@@ -62,6 +67,7 @@ __all__ = [
     "laplacian",
     "magnitude",
     "orientation",
+    "process_huge",
     "prewitt",
     "scharr",
     "second_derivatives",

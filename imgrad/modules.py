@@ -17,22 +17,22 @@ from .gradients import (
     NORMS,
     Gradients,
     GradientSpec,
+    SecondDerivatives,
     first_order,
     magnitude,
     orientation,
     second_order,
 )
-from .gradients import SecondDerivatives as _SecondDerivativesResult
 
 __all__ = [
     "CentralDifference",
     "ForwardDifference",
     "GradientMagnitude",
+    "Hessian",
     "Laplacian",
     "Orientation",
     "Prewitt",
     "Scharr",
-    "SecondDerivatives",
     "Sobel",
     "SpatialGradient",
 ]
@@ -107,19 +107,19 @@ class ForwardDifference(SpatialGradient):
         super().__init__("forward", **options)
 
 
-class SecondDerivatives(_StencilModule):
-    """Module form of :func:`imgrad.second_derivatives`; returns ``(gyy, gxy, gxx)``."""
+class Hessian(_StencilModule):
+    """Module form of :func:`imgrad.second_derivatives`: ``SecondDerivatives(gyy, gxy, gxx)``."""
 
     def __init__(self, operator: str = "sobel", **options: Any) -> None:
         super().__init__(operator, **options)
         if self.spec.op.second is None or self.spec.color == "max":
             second_order(torch.zeros(8, 8), self.spec)  # raises the function's own error
 
-    def forward(self, image: torch.Tensor) -> _SecondDerivativesResult:
+    def forward(self, image: torch.Tensor) -> SecondDerivatives:
         return second_order(image, self.spec, taps=self.taps())
 
 
-class Laplacian(SecondDerivatives):
+class Laplacian(Hessian):
     """Module form of :func:`imgrad.laplacian` (``cv2.Laplacian`` with the same ``ksize``)."""
 
     def __init__(self, ksize: int = 1, **options: Any) -> None:

@@ -1,0 +1,124 @@
+"""Time imgrad.canny against cv2.Canny and kornia.filters.canny (a script, not a test).
+
+Run: ``python benchmarks/bench_canny.py [--sizes 2048 4096] [--repeats 5]``. Prints one row per
+photograph and size with the median time of each library after a warm-up and the ratios
+imgrad/cv2 and kornia/imgrad (kornia is timed once per image, it takes seconds), then the
+hysteresis worst case (a 1-pixel spiral), then images/s for a CUDA batch when a GPU is present.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+import imgrad
+from imgrad.threshold import hysteresis_threshold
+
+IMAGES = Path(__file__).resolve().parents[1] / ".." / "shared" / "images"
+
+
+def spiral(n: int) -> np.ndarray:
+    """A 1-pixel-thick square spiral filling an n x n image: one path of about n²/2 pixels."""
+    img = np.zeros((n, n), bool)
+    k = 0
+    while 2 * k <= n - 1 - 2 * k:
+        top, bottom, right = 2 * k, n - 1 - 2 * k, n - 1 - 2 * k
+        img[top, max(2 * k - 2, 0) : right + 1] = True
+        img[top : bottom + 1, right] = True
+        img[bottom, 2 * k : right + 1] = True
+        img[top + 2 : bottom + 1, 2 * k] = True
+        k += 1
+    return img
+
+
+def median_time(fn, repeats: int, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", default=str(IMAGES), help="folder of photographs")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[2048, 4096])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--limit", type=int, default=None, help="only the first N photographs")
+    parser.add_argument("--no-kornia", action="store_true", help="skip kornia (slow)")
+    args = parser.parse_args()
+
+    import cv2
+
+    torch.set_num_threads(2)
+    cv2.setNumThreads(2)
+    print(
+        f"torch {torch.__version__} threads={torch.get_num_threads()}, "
+        f"cv2 {cv2.__version__} threads={cv2.getNumThreads()}"
+    )
+    kornia = None
+    if not args.no_kornia:
+        try:
+            import kornia
+        except ImportError:
+            print("kornia not installed: its column is skipped")
+
+    files = sorted(glob.glob(f"{args.images}/*.png") + glob.glob(f"{args.images}/*.jpg"))[
+        : args.limit
+    ]
+    header = f"{'image':<14}{'size':>6}{'cv2 ms':>10}{'imgrad ms':>11}{'kornia ms':>11}"
+    print(header + f"{'imgrad/cv2':>12}{'kornia/imgrad':>15}")
+    for path in files:
+        gray = np.asarray(Image.open(path).convert("L"))
+        for size in args.sizes:
+            img = cv2.resize(gray, (size, size), interpolation=cv2.INTER_LINEAR)
+            tensor = torch.from_numpy(img)
+            t_cv = median_time(lambda img=img: cv2.Canny(img, 100, 200), args.repeats)
+            t_im = median_time(lambda t=tensor: imgrad.canny(t, 100, 200), args.repeats)
+            t_ko = float("nan")
+            if kornia is not None:
+                x = tensor.float().div(255)[None, None]
+                # kornia's thresholds are on its magnitude of [0, 1] data: 100/255, 200/255.
+                with torch.no_grad():
+                    t_ko = median_time(
+                        lambda x=x: kornia.filters.canny(x, 100 / 255, 200 / 255), 1, warmup=0
+                    )
+            print(
+                f"{Path(path).stem:<14}{size:>6}{t_cv * 1e3:>10.1f}{t_im * 1e3:>11.1f}"
+                f"{t_ko * 1e3:>11.0f}{t_im / t_cv:>12.2f}{t_ko / t_im:>15.1f}"
+            )
+
+    print("\nhysteresis on a 1-pixel spiral (one path of n²/2 pixels, one strong end):")
+    for n in (1024, 2048):
+        x = torch.from_numpy(spiral(n).astype(np.float32))
+        x[0, 0] = 2.0
+        t = median_time(lambda x=x: hysteresis_threshold(x, 0.5, 1.5), 3)
+        print(f"  {n}x{n}: {t * 1e3:.1f} ms, pixels on the path: {int((x > 0.5).sum())}")
+
+    if torch.cuda.is_available():
+        gray = np.asarray(Image.open(files[0]).convert("L"))
+        img = torch.from_numpy(cv2.resize(gray, (1024, 1024))).cuda()
+        batch = img.expand(32, 1, 1024, 1024).contiguous()
+
+        def run() -> None:
+            imgrad.canny(batch, 100, 200)
+            torch.cuda.synchronize()
+
+        t = median_time(run, args.repeats)
+        print(f"\nCUDA {torch.cuda.get_device_name()}: batch 32x1024², {32 / t:.0f} images/s")
+    else:
+        print("\nCUDA: not available")
+
+
+if __name__ == "__main__":
+    main()

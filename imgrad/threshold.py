@@ -1,0 +1,423 @@
+"""Threshold stage: fixed, relative, Otsu and hysteresis thresholds, and non-maximum suppression.
+
+Conventions (shared by every function here):
+
+- Inputs are tensors or numpy arrays shaped ``(H, W)``, ``(C, H, W)`` or ``(N, C, H, W)`` (see
+  :mod:`imgrad._input`); results keep the input's rank and container. Masks are ``bool``.
+- Every comparison is **strict**, as OpenCV's ``THRESH_BINARY`` and scikit-image's
+  ``apply_hysteresis_threshold``: a pixel equal to a threshold is *not* above it.
+- Per-image statistics (the maximum of :func:`threshold_relative`, Otsu's threshold) are taken
+  over each sample ``n`` of a batch, all channels together.
+- Hysteresis is exact connected-component labelling (no iteration cap), 8-connected by default
+  like OpenCV's Canny; ``connectivity=4`` is scikit-image's rule.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ._input import Prepared, _to_tensor, prepare
+
+__all__ = [
+    "hysteresis_threshold",
+    "non_maximum_suppression",
+    "otsu_threshold",
+    "threshold",
+    "threshold_otsu",
+    "threshold_relative",
+]
+
+#: tan(22.5°) in OpenCV's Q15 fixed point: the sector test of its Canny.
+TG22 = 13573
+_CHECK_EVERY = 4  # label-propagation rounds between two convergence checks (host syncs)
+
+
+# --------------------------------------------------------------------------- input handling
+
+
+def _prepare_raw(x: Any, name: str) -> tuple[torch.Tensor, Prepared]:
+    """``(N, C, H, W)`` view of ``x`` in its own dtype, and a :class:`Prepared` to restore with."""
+    t, kind = _to_tensor(x, name)
+    if t.dtype == torch.bool or t.is_complex():
+        raise TypeError(f"{name} must be an integer or floating image, got {t.dtype}")
+    if t.dim() not in (2, 3, 4):
+        raise ValueError(
+            f"{name} must have shape (H, W), (C, H, W) or (N, C, H, W); got {tuple(t.shape)}"
+        )
+    prepared = prepare(t[..., :1, :1], name=name)  # validates the dtype, cheaply
+    prepared.kind = kind
+    return t.reshape((1,) * (4 - t.dim()) + tuple(t.shape)), prepared
+
+
+def _number(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    value = float(value)
+    if value != value:
+        raise ValueError(f"{name} must not be NaN")
+    return value
+
+
+def _per_image(value: Any, name: str, n: int, device: torch.device) -> torch.Tensor:
+    """A scalar or one value per sample, as an ``(N, 1, 1, 1)`` float64 tensor."""
+    if isinstance(value, (torch.Tensor, np.ndarray)):
+        t = torch.as_tensor(value, dtype=torch.float64, device=device).reshape(-1)
+        if t.numel() not in (1, n):
+            raise ValueError(f"{name} must be a scalar or have one value per image ({n})")
+        if bool(torch.isnan(t).any()):
+            raise ValueError(f"{name} must not be NaN")
+        return t.expand(n).reshape(n, 1, 1, 1)
+    return torch.full((n, 1, 1, 1), _number(value, name), dtype=torch.float64, device=device)
+
+
+def _compare_dtype(x: torch.Tensor) -> torch.dtype:
+    """Thresholds are compared in float64 unless ``x`` is float32/16 (then in its own dtype)."""
+    return x.dtype if x.dtype in (torch.float32, torch.float16, torch.bfloat16) else torch.float64
+
+
+def _above(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """``x > t`` without rounding ``t`` towards ``x`` for integer images."""
+    if x.is_floating_point():
+        return x > t.to(x.dtype) if x.dtype != torch.float64 else x > t
+    # integer x: x > t  <=>  x > floor(t)
+    return x > torch.floor(t).clamp(-(2.0**62), 2.0**62).to(torch.int64)
+
+
+# --------------------------------------------------------------------------- simple thresholds
+
+
+def threshold(x: Any, value: float) -> Any:
+    """Binary mask ``x > value`` (strict, like OpenCV's ``THRESH_BINARY``).
+
+    Parameters
+    ----------
+    x
+        Tensor or array shaped ``(H, W)``, ``(C, H, W)`` or ``(N, C, H, W)``.
+    value
+        A number, or one number per image of the batch (a tensor/array of length N).
+
+    Returns
+    -------
+    Mask of ``x``'s shape (``bool``), as a tensor or array like ``x``.
+    """
+    t, prepared = _prepare_raw(x, "x")
+    thresholds = _per_image(value, "value", t.shape[0], t.device)
+    return prepared.restore(_above(t, thresholds), torch.bool)
+
+
+def threshold_relative(x: Any, ratio: float) -> Any:
+    """Binary mask ``x > ratio * max(x)``, the maximum taken per image (all channels).
+
+    ``ratio`` is usually in ``[0, 1]``; it may be a tensor/array of one ratio per image.
+    """
+    t, prepared = _prepare_raw(x, "x")
+    ratios = _per_image(ratio, "ratio", t.shape[0], t.device)
+    peak = t.reshape(t.shape[0], -1).amax(1).to(torch.float64).reshape(-1, 1, 1, 1)
+    return prepared.restore(_above(t, ratios * peak), torch.bool)
+
+
+# --------------------------------------------------------------------------- Otsu
+
+
+def _otsu_index(hist: torch.Tensor) -> torch.Tensor:
+    """Index ``k`` maximising the between-class variance of ``bins[: k + 1]`` vs the rest.
+
+    ``hist`` is ``(N, B)`` int64 counts. With ``W`` the cumulative count, ``S`` the cumulative
+    first moment (bin index times count) and totals ``W_T``, ``S_T``, the between-class variance
+    is proportional to ``(W_T * S - W * S_T)**2 / (W * (W_T - W))``; the first maximum wins, as in
+    OpenCV and scikit-image. Candidates with an empty class are skipped.
+    """
+    bins = torch.arange(hist.shape[1], device=hist.device, dtype=torch.float64)
+    h = hist.to(torch.float64)
+    w = h.cumsum(1)
+    s = (h * bins).cumsum(1)
+    wt, st = w[:, -1:], s[:, -1:]
+    w2 = wt - w
+    score = (wt * s - w * st) ** 2 / (w * w2)
+    score = torch.where((w > 0) & (w2 > 0), score, torch.full_like(score, -1.0))
+    return score.argmax(1)
+
+
+def _batched_histogram(index: torch.Tensor, bins: int) -> torch.Tensor:
+    """Counts of ``index`` (``(N, M)`` int64 in ``[0, bins)``) per row, ``(N, bins)`` int64."""
+    n = index.shape[0]
+    offset = torch.arange(n, device=index.device).unsqueeze(1) * bins
+    flat = (index + offset).reshape(-1)
+    return torch.bincount(flat, minlength=n * bins).reshape(n, bins)
+
+
+def otsu_threshold(x: Any, bins: int | None = None) -> torch.Tensor:
+    """Otsu's threshold of each image of a batch, in the data's units.
+
+    The foreground is ``x > threshold`` (see :func:`threshold_otsu`).
+
+    Parameters
+    ----------
+    x
+        Tensor or array ``(H, W)``, ``(C, H, W)`` or ``(N, C, H, W)``; statistics per image ``n``
+        over all its channels.
+    bins
+        Histogram bins for floating data (default 256). Integer data always use one bin per
+        integer value and refuse ``bins``: uint8 gives 256 bins and equals
+        ``cv2.threshold(x, 0, 255, THRESH_OTSU)`` and ``skimage.filters.threshold_otsu``; uint16
+        gives 65536 bins and equals OpenCV 5's 16-bit Otsu and scikit-image.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(N,)`` thresholds: float64 for floating data, int64 for integer data. A constant
+        image returns its value (scikit-image's rule), so its mask is empty.
+
+    Notes
+    -----
+    Floating data are binned like ``numpy.histogram(x, bins)`` over ``[min, max]`` of each
+    image and the threshold is the centre of the last bin of the background class, as
+    scikit-image returns it. NaN values are not allowed.
+    """
+    t, _ = _prepare_raw(x, "x")
+    n = t.shape[0]
+    flat = t.reshape(n, -1)
+    if flat.shape[1] == 0:
+        raise ValueError("x is empty: Otsu's threshold needs at least one pixel per image")
+    if t.is_floating_point():
+        if bins is None:
+            bins = 256
+        if isinstance(bins, bool) or not isinstance(bins, int) or bins < 2:
+            raise ValueError(f"bins must be an integer >= 2, got {bins!r}")
+        if bool(torch.isnan(flat).any()):
+            raise ValueError("x contains NaN: Otsu's threshold is undefined")
+        data = flat.to(torch.float64)
+        lo, hi = data.amin(1, keepdim=True), data.amax(1, keepdim=True)
+        width = torch.where(hi > lo, hi - lo, torch.ones_like(hi))
+        # numpy.histogram: floor((x - lo) / (hi - lo) * bins), the maximum in the last bin.
+        index = ((data - lo) / width * bins).floor().clamp_(0, bins - 1).long()
+        k = _otsu_index(_batched_histogram(index, bins)).unsqueeze(1)
+        centre = lo + (k.to(torch.float64) + 0.5) * (width / bins)
+        return torch.where(hi > lo, centre, lo).squeeze(1)
+    if bins is not None:
+        raise ValueError(f"bins applies to floating data only; {t.dtype} uses one bin per value")
+    values = flat.long()
+    lo, hi = values.amin(1), values.amax(1)
+    if t.dtype in (torch.uint8, torch.int8, torch.int16, torch.uint16):
+        base = int(lo.min()) if t.dtype in (torch.int8, torch.int16) else 0
+        width = {torch.uint8: 256, torch.int8: 256, torch.int16: 65536, torch.uint16: 65536}[
+            t.dtype
+        ]
+        k = _otsu_index(_batched_histogram(values - base, width)) + base
+    else:
+        raise TypeError(f"otsu_threshold supports 8/16-bit integer or floating data, got {t.dtype}")
+    return torch.where(hi > lo, k, lo.long())
+
+
+def threshold_otsu(x: Any, bins: int | None = None) -> Any:
+    """Foreground mask ``x > otsu_threshold(x)``, per image; see :func:`otsu_threshold`."""
+    t, prepared = _prepare_raw(x, "x")
+    thresholds = otsu_threshold(t, bins).to(torch.float64).reshape(-1, 1, 1, 1)
+    return prepared.restore(_above(t, thresholds), torch.bool)
+
+
+# --------------------------------------------------------------------------- hysteresis
+
+
+def _components_with_seed(
+    positions: torch.Tensor, seed: torch.Tensor, mask: torch.Tensor, row: int, connectivity: int
+) -> torch.Tensor:
+    """Which candidates are connected to a seed: exact connected-component labelling.
+
+    ``positions`` are the flat indices (ascending) of the candidates in a zero-bordered grid of
+    row length ``row`` (so ``p ± 1`` and ``p ± row`` never wrap to another row or image), ``mask``
+    is that grid as a flat bool tensor (True at the candidates) and ``seed`` flags the strong
+    candidates.
+
+    Algorithm (Shiloach-Vishkin style hooking with pointer jumping, vectorised):
+
+    1. Edges: each candidate is linked to its "forward" neighbours (right, and the row below:
+       below-left, below, below-right for 8-connectivity) that are candidates too.
+    2. Every candidate starts as its own parent ``P[i] = i``. Each round, for every edge (u, v)
+       the parent of the larger root is hooked to the smaller label
+       (``P[P[u]] = min(P[P[u]], P[v])`` and symmetrically, with ``scatter_reduce("amin")``), then
+       ``P = P[P]`` halves every path (pointer jumping). Labels only decrease and always name a
+       candidate of the same component.
+    3. Done when every edge joins equal labels: then each component has one label. Pointer
+       jumping makes a path of length L converge in O(log L) rounds (a 1-pixel spiral filling a
+       1024² image takes about 30); convergence is tested every few rounds only.
+    """
+    k = positions.numel()
+    offsets = (1, row) if connectivity == 4 else (1, row - 1, row, row + 1)
+    rank = torch.empty(mask.numel(), dtype=torch.int64, device=positions.device)
+    rank[positions] = torch.arange(k, device=positions.device)
+    us, vs = [], []
+    for d in offsets:
+        neighbour = positions + d  # p + d is inside the bordered grid
+        linked = mask[neighbour]
+        us.append(linked.nonzero().squeeze(1))
+        vs.append(rank[neighbour[linked]])
+    u, v = torch.cat(us), torch.cat(vs)
+    parent = torch.arange(k, device=positions.device)
+    rounds = 0
+    while u.numel():
+        pu, pv = parent[u], parent[v]
+        if rounds % _CHECK_EVERY == 0 and torch.equal(pu, pv):
+            break
+        parent.scatter_reduce_(0, pu, pv, "amin")  # hook the root of u under v's label
+        parent.scatter_reduce_(0, pv, pu, "amin")  # and the root of v under u's label
+        parent = parent[parent]  # pointer jumping: every path halves
+        rounds += 1
+    has_seed = torch.zeros(k, dtype=torch.bool, device=positions.device)
+    has_seed[parent[seed]] = True
+    return has_seed[parent]
+
+
+def _bordered_positions(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Candidates of an ``(N, H, W)`` mask as flat indices into the zero-bordered grid.
+
+    Returns ``(positions in the (N, H+2, W+2) grid, the bordered flat mask, flat indices in the
+    (N, H, W) grid)``.
+    """
+    n, h, w = mask.shape
+    bordered = F.pad(mask, (1, 1, 1, 1)).reshape(-1)
+    positions = bordered.nonzero().squeeze(1)
+    hw = (h + 2) * (w + 2)
+    image, rest = positions // hw, positions % hw
+    flat = image * (h * w) + (rest // (w + 2) - 1) * w + (rest % (w + 2) - 1)
+    return positions, bordered, flat
+
+
+def hysteresis(
+    candidates: torch.Tensor, strong: torch.Tensor, connectivity: int = 8
+) -> torch.Tensor:
+    """Candidates connected to a strong pixel, for ``(N, H, W)`` bool masks (strong ⊆ candidates).
+
+    The tensor-level core of :func:`hysteresis_threshold` and :func:`imgrad.canny`.
+    """
+    n, h, w = candidates.shape
+    positions, bordered, flat = _bordered_positions(candidates)
+    seed = strong.reshape(-1)[flat]
+    keep = _components_with_seed(positions, seed, bordered, w + 2, connectivity)
+    out = torch.zeros(n * h * w, dtype=torch.bool, device=candidates.device)
+    out[flat[keep]] = True
+    return out.reshape(n, h, w)
+
+
+def _check_connectivity(connectivity: Any) -> int:
+    if isinstance(connectivity, bool) or connectivity not in (4, 8):
+        raise ValueError(f"connectivity must be 4 or 8, got {connectivity!r}")
+    return int(connectivity)
+
+
+def hysteresis_threshold(x: Any, low: float, high: float, connectivity: int = 8) -> Any:
+    """Pixels above ``low`` that are connected to a pixel above ``high`` (both strict).
+
+    Parameters
+    ----------
+    x
+        Tensor or array ``(H, W)``, ``(C, H, W)`` or ``(N, C, H, W)``; each channel of each image
+        is an independent plane.
+    low, high
+        Thresholds in ``x``'s units (numbers, or one per image). ``low > high`` raises.
+    connectivity
+        8 (default, OpenCV's Canny) or 4 (scikit-image's ``apply_hysteresis_threshold``).
+
+    Returns
+    -------
+    Boolean mask of ``x``'s shape, as a tensor or array like ``x``.
+
+    Notes
+    -----
+    Exact connected-component labelling by hooking and pointer jumping on the candidate pixels
+    only (see ``_components_with_seed``): no per-pixel Python, no iteration cap, O(log L) rounds
+    for a connected path of length L.
+    """
+    connectivity = _check_connectivity(connectivity)
+    t, prepared = _prepare_raw(x, "x")
+    n, c, h, w = t.shape
+    lo = _per_image(low, "low", n, t.device)
+    hi = _per_image(high, "high", n, t.device)
+    if bool((lo > hi).any()):
+        raise ValueError(f"low must not exceed high; got low={low!r}, high={high!r}")
+    weak, strong = _above(t, lo), _above(t, hi)
+    out = hysteresis(weak.reshape(n * c, h, w), strong.reshape(n * c, h, w), connectivity)
+    return prepared.restore(out.reshape(n, c, h, w), torch.bool)
+
+
+# --------------------------------------------------------------------------- NMS
+
+
+def sectors(gy: torch.Tensor, gx: torch.Tensor, row: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """OpenCV's Canny sector of each gradient, as a flat neighbour offset and a tie rule.
+
+    With ``x = |gx| * TG22`` (``TG22 = round(tan(22.5°) * 2**15)``) and ``y = |gy| * 2**15``:
+    horizontal (offset 1) if ``y < x``, vertical (offset ``row``) if ``y > x + |gx| * 2**16``,
+    else diagonal: offset ``row + 1`` (up-left/down-right) when gx and gy have the same sign,
+    ``row - 1`` (up-right/down-left) otherwise. The products are formed in float64, exact for
+    any float32 or integer-valued gradient below 2**36. Returns ``(offset, diagonal)``.
+    """
+    ax, ay = gx.abs().to(torch.float64), gy.abs().to(torch.float64)
+    tg22x = ax * TG22
+    y = ay * 32768.0
+    horizontal = y < tg22x
+    vertical = (y > tg22x + ax * 65536.0) & ~horizontal
+    same_sign = (gx < 0) == (gy < 0)  # OpenCV: (xs ^ ys) >= 0; -0.0 counts as positive
+    diagonal = row + torch.where(same_sign, 1, -1)
+    offset = torch.where(horizontal, 1, torch.where(vertical, row, diagonal))
+    return offset, ~(horizontal | vertical)
+
+
+def nms_keep(
+    magnitude_bordered: torch.Tensor,
+    positions: torch.Tensor,
+    gy: torch.Tensor,
+    gx: torch.Tensor,
+    row: int,
+) -> torch.Tensor:
+    """Which ``positions`` of a zero-bordered flat magnitude are maxima along their sector.
+
+    ``gy``/``gx`` are the gradients at those positions. Tie rules of OpenCV's Canny: horizontal
+    ``m > left and m >= right``, vertical ``m > up and m >= down``, diagonals strict on both.
+    """
+    offset, diagonal = sectors(gy, gx, row)
+    m = magnitude_bordered[positions]
+    before = magnitude_bordered[positions - offset]  # left, up, up-left or up-right
+    after = magnitude_bordered[positions + offset]  # right, down, down-right or down-left
+    return (m > before) & torch.where(diagonal, m > after, m >= after)
+
+
+def non_maximum_suppression(magnitude: Any, gy: Any, gx: Any) -> Any:
+    """Keep the magnitude at local maxima along the gradient direction, 0 elsewhere.
+
+    OpenCV's Canny rule: the direction is one of four sectors split at 22.5° (decided in exact
+    arithmetic, see :func:`sectors`); a pixel survives if its magnitude exceeds its neighbour
+    before it (left, up, or the diagonal one above) and is at least the one after it
+    (horizontal/vertical) or exceeds it (diagonals). Outside the image counts as magnitude 0.
+    ``+y`` is down: ``gx, gy > 0`` compares with the up-left and down-right neighbours.
+
+    Parameters
+    ----------
+    magnitude, gy, gx
+        Same shape ``(H, W)``, ``(C, H, W)`` or ``(N, C, H, W)``, tensors or arrays; each
+        channel is suppressed on its own. Zero (or negative) magnitudes are never kept.
+
+    Returns
+    -------
+    The suppressed magnitude, same shape, dtype and container as ``magnitude``.
+    """
+    m, prepared = _prepare_raw(magnitude, "magnitude")
+    y, _ = _prepare_raw(gy, "gy")
+    x, _ = _prepare_raw(gx, "gx")
+    if not (m.shape == y.shape == x.shape):
+        raise ValueError(
+            f"magnitude, gy and gx shapes differ: {tuple(m.shape)}, {tuple(y.shape)}, "
+            f"{tuple(x.shape)}"
+        )
+    n, c, h, w = m.shape
+    planes = m.reshape(n * c, h, w)
+    positions, _, flat = _bordered_positions(planes > 0)
+    bordered = F.pad(planes, (1, 1, 1, 1)).reshape(-1)
+    keep = nms_keep(bordered, positions, y.reshape(-1)[flat], x.reshape(-1)[flat], w + 2)
+    out = torch.zeros_like(planes).reshape(-1)
+    out[flat[keep]] = planes.reshape(-1)[flat[keep]]
+    return prepared.restore(out.reshape(n, c, h, w), m.dtype)

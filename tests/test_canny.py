@@ -1,0 +1,172 @@
+"""Canny: pixel-exact parity with cv2.Canny, dtype paths, thresholds, batch, module, errors."""
+
+from __future__ import annotations
+
+import glob
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from imgrad.canny import Canny, CannyResult, canny
+
+PHOTOS = sorted(glob.glob("/work/shared/images/*.png") + glob.glob("/work/shared/images/*.jpg"))
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+
+def as_stored(path: str) -> np.ndarray:
+    """The photograph as stored: (H, W) gray or (H, W, C) colour, uint8."""
+    return np.array(Image.open(path))
+
+
+def chw(a: np.ndarray) -> np.ndarray:
+    return a if a.ndim == 2 else np.ascontiguousarray(np.moveaxis(a, -1, 0))
+
+
+@pytest.mark.parametrize("path", PHOTOS, ids=lambda p: p.split("/")[-1])
+def test_equals_cv2_on_photographs(path):
+    """Every pixel equals cv2.Canny for ksize 3/5/7, L1/L2, two threshold pairs, gray/colour."""
+    cv2 = pytest.importorskip("cv2")
+    a = as_stored(path)
+    x = torch.from_numpy(chw(a))
+    for low, high in ((100, 200), (50, 150)):
+        for ksize in (3, 5, 7):
+            for l2 in (False, True):
+                expected = cv2.Canny(a, low, high, apertureSize=ksize, L2gradient=l2) > 0
+                out = canny(x, low, high, ksize=ksize, l2gradient=l2)
+                out = out.numpy() if a.ndim == 2 else out[0].numpy()
+                assert np.array_equal(out, expected), (low, high, ksize, l2)
+
+
+def test_swapped_and_fractional_thresholds_like_cv2():
+    cv2 = pytest.importorskip("cv2")
+    a = as_stored(PHOTOS[2])
+    assert np.array_equal(canny(a, 200, 100), cv2.Canny(a, 200, 100) > 0)
+    for ksize, l2 in ((3, True), (7, False), (7, True)):
+        expected = cv2.Canny(a, 60.5, 140.7, apertureSize=ksize, L2gradient=l2) > 0
+        assert np.array_equal(canny(a, 60.5, 140.7, ksize=ksize, l2gradient=l2), expected)
+
+
+def test_numpy_in_numpy_out_and_shapes():
+    a = as_stored(PHOTOS[0])  # RGB
+    out = canny(chw(a), 100, 200)
+    assert isinstance(out, np.ndarray) and out.dtype == np.bool_ and out.shape == (1, *a.shape[:2])
+    g = as_stored(PHOTOS[2])
+    assert canny(torch.from_numpy(g), 100, 200).shape == g.shape
+
+
+def test_uint16_scaled_by_257_gives_same_edges():
+    a = chw(as_stored(PHOTOS[0]))
+    wide = torch.from_numpy(a.astype(np.int32) * 257).to(torch.uint16)
+    for ksize in (3, 5):
+        for l2 in (False, True):
+            expected = canny(a, 50, 150, ksize=ksize, l2gradient=l2)
+            out = canny(wide, 50 * 257, 150 * 257, ksize=ksize, l2gradient=l2)
+            assert np.array_equal(out.numpy(), expected)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_float_scaled_gives_same_edges(dtype):
+    """Floats x / 256 with thresholds / 256 (exact scaling) give the uint8 edges."""
+    a = as_stored(PHOTOS[2])
+    x = torch.from_numpy(a).to(dtype) / 256
+    for ksize in (3, 5):
+        for l2 in (False, True):
+            expected = canny(a, 50, 150, ksize=ksize, l2gradient=l2)
+            out = canny(x, 50 / 256, 150 / 256, ksize=ksize, l2gradient=l2)
+            assert np.array_equal(out.numpy(), expected)
+
+
+def test_threshold_boundaries():
+    """A step of height h gives an L1 magnitude of 4h (Sobel 3): == high is not strong."""
+    x = torch.zeros(8, 8)
+    x[:, 4:] = 10.0  # |gx| = 40 on columns 3 and 4; NMS keeps column 3 (m > left, m >= right)
+    assert canny(x, 10, 39)[:, 3].all()
+    assert not canny(x, 10, 40).any()
+    assert not canny(x, 40, 50).any()  # == low is not weak either
+
+
+def test_batch_equals_one_by_one_and_module_equals_function():
+    images = [np.atleast_3d(as_stored(p))[:300, :300, 0] for p in PHOTOS[1:4]]
+    batch = torch.from_numpy(np.stack(images))[:, None]
+    out = canny(batch, 80, 160, ksize=5)
+    for i in range(batch.shape[0]):
+        assert torch.equal(out[i], canny(batch[i], 80, 160, ksize=5))
+    module = Canny(80, 160, ksize=5)
+    assert torch.equal(module(batch), out)
+    assert "ksize=5" in repr(module)
+    assert list(module.parameters()) == []
+
+
+def test_relative_and_quantile_thresholds():
+    a = torch.from_numpy(as_stored(PHOTOS[2]))
+    res = canny(a, 100, 200, return_details=True)
+    assert isinstance(res, CannyResult)
+    peak = float(
+        canny(a, 0, 0, return_details=True).magnitude.max()
+    )  # the largest magnitude survives NMS
+    relative = canny(a, 0.2, 0.4, thresholds="relative")
+    assert torch.equal(relative, canny(a, 0.2 * peak, 0.4 * peak))
+    quantile = canny(a, 0.8, 0.9, thresholds="quantile")
+    assert 0 < int(quantile.sum()) < a.numel() // 5
+
+
+def test_automatic_thresholds_use_otsu_on_magnitude():
+    from imgrad.gradients import sobel
+    from imgrad.threshold import otsu_threshold
+
+    a = torch.from_numpy(as_stored(PHOTOS[2])).float()
+    gy, gx = sobel(a, border="replicate")
+    high = float(otsu_threshold(gy.abs() + gx.abs())[0])
+    assert torch.equal(canny(a), canny(a, high / 2, high))
+    assert canny(a).any()
+
+
+def test_details_and_sigma():
+    a = torch.from_numpy(as_stored(PHOTOS[2]))
+    res = canny(a, 100, 200, return_details=True, l2gradient=True)
+    assert res.magnitude.shape == res.orientation.shape == a.shape
+    assert bool((res.magnitude[res.edges] > 100).all())
+    assert float(res.orientation.min()) >= 0 and float(res.orientation.max()) < 2 * np.pi
+    blurred = canny(a, 30, 60, sigma=1.5)
+    assert blurred.sum() < canny(a, 30, 60).sum()
+
+
+def test_luminance_color():
+    a = chw(as_stored(PHOTOS[0]))
+    out = canny(a, 50, 100, color="luminance")
+    assert out.shape == (1, *a.shape[1:]) and out.any()
+
+
+def test_bad_inputs():
+    x = torch.zeros(8, 8)
+    with pytest.raises(ValueError, match="ksize must be 3, 5 or 7, got 4"):
+        canny(x, 1, 2, ksize=4)
+    with pytest.raises(ValueError, match="give both low and high"):
+        canny(x, 1)
+    with pytest.raises(ValueError, match="thresholds must be one of"):
+        canny(x, 1, 2, thresholds="percent")
+    with pytest.raises(ValueError, match=r"takes fractions in \[0, 1\]; got low=10"):
+        canny(x, 10, 20, thresholds="relative")
+    with pytest.raises(ValueError, match="color must be one of"):
+        canny(x, 1, 2, color="green")
+    with pytest.raises(ValueError, match="sigma must be positive and finite, got -1"):
+        canny(x, 1, 2, sigma=-1)
+    with pytest.raises(TypeError, match="low must be a number, got str"):
+        canny(x, "1", 2)
+    with pytest.raises(TypeError, match="bool images are not supported"):
+        canny(x > 0, 1, 2)
+    with pytest.raises(TypeError, match="l2gradient must be True or False"):
+        Canny(1, 2, l2gradient=1)
+    with pytest.raises(ValueError, match="color='luminance' needs 3 channels"):
+        canny(torch.zeros(2, 8, 8), 1, 2, color="luminance")
+
+
+@CUDA
+def test_cuda_equals_cpu():
+    a = torch.from_numpy(chw(as_stored(PHOTOS[0])))
+    for ksize, l2 in ((3, False), (5, True), (7, False)):
+        cpu = canny(a, 50, 150, ksize=ksize, l2gradient=l2)
+        assert torch.equal(canny(a.cuda(), 50, 150, ksize=ksize, l2gradient=l2).cpu(), cpu)
+    assert torch.equal(canny(a.cuda()).cpu(), canny(a))

@@ -1,0 +1,273 @@
+"""Threshold stage: strict thresholds, Otsu, hysteresis (4/8-connected), NMS sectors and ties."""
+
+from __future__ import annotations
+
+import glob
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from imgrad.threshold import (
+    hysteresis_threshold,
+    non_maximum_suppression,
+    otsu_threshold,
+    threshold,
+    threshold_otsu,
+    threshold_relative,
+)
+
+PHOTOS = sorted(glob.glob("/work/shared/images/*.png") + glob.glob("/work/shared/images/*.jpg"))
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+
+def spiral(n: int) -> np.ndarray:
+    """A 1-pixel-thick square spiral filling an n x n image: one path of about n²/2 pixels."""
+    img = np.zeros((n, n), bool)
+    k = 0
+    while 2 * k <= n - 1 - 2 * k:
+        top, bottom, right = 2 * k, n - 1 - 2 * k, n - 1 - 2 * k
+        img[top, max(2 * k - 2, 0) : right + 1] = True
+        img[top : bottom + 1, right] = True
+        img[bottom, 2 * k : right + 1] = True
+        img[top + 2 : bottom + 1, 2 * k] = True
+        k += 1
+    return img
+
+
+def gray(path: str) -> np.ndarray:
+    return np.asarray(Image.open(path).convert("L"))
+
+
+# --------------------------------------------------------------------------- simple thresholds
+
+
+def test_threshold_is_strict():
+    """A pixel equal to the threshold is not above it."""
+    x = torch.tensor([[1.0, 2.0, 3.0]])
+    assert threshold(x, 2.0).tolist() == [[False, False, True]]
+
+
+def test_threshold_integer_with_fractional_value():
+    """uint8 data against 2.5: 3 is above, 2 is not (no rounding of the threshold)."""
+    x = np.array([[2, 3]], dtype=np.uint8)
+    out = threshold(x, 2.5)
+    assert isinstance(out, np.ndarray) and out.tolist() == [[False, True]]
+
+
+def test_threshold_per_image_values():
+    """One threshold per sample of the batch."""
+    x = torch.arange(4.0).reshape(2, 1, 1, 2)
+    assert threshold(x, torch.tensor([0.0, 2.0])).reshape(2, 2).tolist() == [
+        [False, True],
+        [False, True],
+    ]
+
+
+def test_threshold_relative_per_image_max():
+    """ratio * max is taken per image; equality is not above."""
+    x = torch.tensor([[[[1.0, 2.0, 4.0]]], [[[10.0, 20.0, 40.0]]]])
+    out = threshold_relative(x, 0.5)
+    assert out.reshape(2, 3).tolist() == [[False, False, True], [False, False, True]]
+
+
+def test_threshold_bad_inputs():
+    with pytest.raises(TypeError, match="value must be a real number, got str"):
+        threshold(torch.zeros(3, 3), "1")
+    with pytest.raises(TypeError, match="must be an integer or floating image"):
+        threshold(torch.zeros(3, 3, dtype=torch.bool), 0.5)
+    with pytest.raises(ValueError, match=r"shape \(H, W\), \(C, H, W\) or \(N, C, H, W\)"):
+        threshold(torch.zeros(3), 0.5)
+    with pytest.raises(ValueError, match="ratio must not be NaN"):
+        threshold_relative(torch.zeros(3, 3), float("nan"))
+
+
+# --------------------------------------------------------------------------- Otsu
+
+
+@pytest.mark.parametrize("path", PHOTOS, ids=lambda p: p.split("/")[-1])
+def test_otsu_uint8_equals_cv2_and_skimage(path):
+    cv2 = pytest.importorskip("cv2")
+    filters = pytest.importorskip("skimage.filters")
+    img = gray(path)
+    expected, _ = cv2.threshold(img, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    assert int(otsu_threshold(img)[0]) == int(expected) == int(filters.threshold_otsu(img))
+    mask = threshold_otsu(img)
+    assert np.array_equal(mask, img > expected)
+
+
+def test_otsu_uint16_equals_cv2_and_skimage():
+    cv2 = pytest.importorskip("cv2")
+    filters = pytest.importorskip("skimage.filters")
+    rng = np.random.default_rng(0)
+    data = np.concatenate([rng.normal(10000, 2000, 5000), rng.normal(40000, 3000, 5000)])
+    x = data.clip(0, 65535).astype(np.uint16).reshape(100, 100)
+    expected, _ = cv2.threshold(x, 0, 65535, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    assert int(otsu_threshold(x)[0]) == int(expected) == int(filters.threshold_otsu(x))
+    photo = gray(PHOTOS[0]).astype(np.uint16) * 257
+    expected, _ = cv2.threshold(photo, 0, 65535, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    assert int(otsu_threshold(photo)[0]) == int(expected)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_otsu_float_equals_skimage(dtype):
+    filters = pytest.importorskip("skimage.filters")
+    rng = np.random.default_rng(1)
+    x = np.concatenate([rng.normal(0.2, 0.05, 4000), rng.normal(0.7, 0.1, 6000)])
+    x = x.astype(dtype).reshape(100, 100)
+    assert float(otsu_threshold(x)[0]) == pytest.approx(filters.threshold_otsu(x), rel=1e-6)
+    photo = (gray(PHOTOS[1]) / 255).astype(dtype)
+    assert float(otsu_threshold(photo, bins=64)[0]) == pytest.approx(
+        filters.threshold_otsu(photo, nbins=64), rel=1e-6
+    )
+
+
+def test_otsu_batch_is_per_image_and_constant_image():
+    """Each sample gets its own threshold; a constant image returns its value."""
+    a, b = gray(PHOTOS[1]), gray(PHOTOS[2])
+    batch = torch.from_numpy(np.stack([a, b]))[:, None]
+    expected = [int(otsu_threshold(a)[0]), int(otsu_threshold(b)[0])]
+    assert otsu_threshold(batch).tolist() == expected
+    assert otsu_threshold(torch.full((4, 4), 7, dtype=torch.uint8)).tolist() == [7]
+    assert not threshold_otsu(torch.full((4, 4), 0.5)).any()
+
+
+def test_otsu_bad_inputs():
+    with pytest.raises(ValueError, match="bins applies to floating data only"):
+        otsu_threshold(torch.zeros(4, 4, dtype=torch.uint8), bins=16)
+    with pytest.raises(ValueError, match="bins must be an integer >= 2, got 1"):
+        otsu_threshold(torch.zeros(4, 4), bins=1)
+    with pytest.raises(ValueError, match="x contains NaN"):
+        otsu_threshold(torch.tensor([[0.0, float("nan")]]))
+
+
+# --------------------------------------------------------------------------- hysteresis
+
+
+def test_hysteresis_boundaries():
+    """== high is not strong, == low is not weak."""
+    x = torch.tensor([[3.0, 2.0, 1.0, 2.0, 2.0]])
+    assert hysteresis_threshold(x, 1.0, 2.0).tolist() == [[True, True, False, False, False]]
+    assert not hysteresis_threshold(torch.tensor([[2.0, 1.5]]), 1.0, 2.0).any()
+
+
+def test_hysteresis_diagonal_needs_8_connectivity():
+    x = torch.tensor([[2.0, 0.0], [0.0, 1.0]])
+    assert hysteresis_threshold(x, 0.5, 1.5, connectivity=8).tolist() == [
+        [True, False],
+        [False, True],
+    ]
+    assert hysteresis_threshold(x, 0.5, 1.5, connectivity=4).tolist() == [
+        [True, False],
+        [False, False],
+    ]
+
+
+@pytest.mark.parametrize("path", PHOTOS[:4], ids=lambda p: p.split("/")[-1])
+def test_hysteresis_4_equals_skimage(path):
+    filters = pytest.importorskip("skimage.filters")
+    img = gray(path).astype(np.float32)
+    expected = filters.apply_hysteresis_threshold(img, 100, 180)
+    assert np.array_equal(hysteresis_threshold(img, 100, 180, connectivity=4), expected)
+
+
+def test_hysteresis_8_equals_labelling():
+    """8-connected result = components (skimage.measure.label) holding a strong pixel."""
+    measure = pytest.importorskip("skimage.measure")
+    img = gray(PHOTOS[2]).astype(np.float32)
+    labels = measure.label(img > 90, connectivity=2)
+    keep = np.unique(labels[img > 170])
+    expected = np.isin(labels, keep[keep > 0])
+    assert np.array_equal(hysteresis_threshold(img, 90, 170), expected)
+
+
+@pytest.mark.parametrize("n", [256, 1024])
+def test_hysteresis_spiral_is_kept_whole(n):
+    """A single strong pixel at one end of a 1-pixel spiral keeps the whole spiral."""
+    path = spiral(n)
+    x = torch.from_numpy(path.astype(np.float32))
+    x[0, 0] = 2.0
+    out = hysteresis_threshold(x, 0.5, 1.5)
+    assert torch.equal(out, torch.from_numpy(path))
+    x[0, 0] = 1.0
+    assert not hysteresis_threshold(x, 0.5, 1.5).any()
+
+
+def test_hysteresis_batch_and_channels_independent():
+    """Planes do not connect across channels or images; batch == one by one."""
+    rng = np.random.default_rng(2)
+    x = torch.from_numpy(rng.random((2, 3, 40, 50)).astype(np.float32))
+    out = hysteresis_threshold(x, 0.5, 0.95)
+    for n in range(2):
+        for c in range(3):
+            assert torch.equal(out[n, c], hysteresis_threshold(x[n, c], 0.5, 0.95))
+
+
+def test_hysteresis_bad_inputs():
+    with pytest.raises(ValueError, match="connectivity must be 4 or 8, got 6"):
+        hysteresis_threshold(torch.zeros(3, 3), 0.1, 0.2, connectivity=6)
+    with pytest.raises(ValueError, match="low must not exceed high; got low=0.5, high=0.2"):
+        hysteresis_threshold(torch.zeros(3, 3), 0.5, 0.2)
+
+
+# --------------------------------------------------------------------------- NMS
+
+
+def nms(m, gy, gx):
+    t = torch.tensor
+    return non_maximum_suppression(t(m), t(gy), t(gx))
+
+
+def test_nms_horizontal_ties():
+    """Horizontal sector: m > left and m >= right (a plateau keeps its leftmost pixel)."""
+    m = [[0.0, 5.0, 5.0, 0.0]]
+    out = nms(m, [[0.0] * 4], [[1.0] * 4])
+    assert out.tolist() == [[0.0, 5.0, 0.0, 0.0]]
+
+
+def test_nms_vertical_ties():
+    """Vertical sector: m > up and m >= down (+y is down: the upper pixel of a plateau wins)."""
+    m = [[0.0], [5.0], [5.0], [0.0]]
+    out = nms(m, [[1.0]] * 4, [[0.0]] * 4)
+    assert out.tolist() == [[0.0], [5.0], [0.0], [0.0]]
+
+
+def test_nms_diagonal_strict():
+    """Diagonal sectors are strict on both sides: a diagonal plateau keeps nothing."""
+    m = [[5.0, 0.0, 0.0], [0.0, 5.0, 0.0], [0.0, 0.0, 1.0]]
+    same_sign = nms(m, [[1.0] * 3] * 3, [[1.0] * 3] * 3)  # compares up-left / down-right
+    assert not same_sign.any()
+    m2 = [[0.0, 0.0, 1.0], [0.0, 5.0, 0.0], [3.0, 0.0, 0.0]]
+    opposite = nms(m2, [[1.0] * 3] * 3, [[-1.0] * 3] * 3)  # compares up-right / down-left
+    assert opposite[1, 1] == 5
+    assert nms(m2, [[1.0] * 3] * 3, [[1.0] * 3] * 3)[1, 1] == 5  # same sign: neighbours are 0
+
+
+def test_nms_sector_boundaries_exact():
+    """tan(22.5°) in Q15: gy/gx = 13573/32768 is diagonal, one step below is horizontal."""
+    # centre pixel compared horizontally (left 4, right 0) or diagonally (up-left 6)
+    m = [[6.0, 0.0, 0.0], [4.0, 5.0, 0.0], [0.0, 0.0, 0.0]]
+    diagonal = nms(m, [[13573.0] * 3] * 3, [[32768.0] * 3] * 3)
+    horizontal = nms(m, [[13572.0] * 3] * 3, [[32768.0] * 3] * 3)
+    assert diagonal[1, 1] == 0 and horizontal[1, 1] == 5
+    # vertical iff |gy| * 2**15 > |gx| * (13573 + 2**16): gy = 79110, gx = 32768 is vertical
+    m = [[6.0, 0.0, 0.0], [0.0, 5.0, 0.0], [0.0, 4.0, 0.0]]
+    assert nms(m, [[79110.0] * 3] * 3, [[32768.0] * 3] * 3)[1, 1] == 5
+    assert nms(m, [[79109.0] * 3] * 3, [[32768.0] * 3] * 3)[1, 1] == 0
+
+
+def test_nms_border_counts_as_zero_and_shapes():
+    out = nms([[3.0, 2.0]], [[0.0, 0.0]], [[1.0, 1.0]])
+    assert out.tolist() == [[3.0, 0.0]]
+    with pytest.raises(ValueError, match="shapes differ"):
+        non_maximum_suppression(torch.zeros(3, 3), torch.zeros(3, 3), torch.zeros(3, 4))
+
+
+@CUDA
+def test_cuda_equals_cpu():
+    img = gray(PHOTOS[2]).astype(np.float32)
+    x = torch.from_numpy(img)
+    cpu = hysteresis_threshold(x, 90, 170)
+    assert torch.equal(hysteresis_threshold(x.cuda(), 90, 170).cpu(), cpu)
+    assert torch.equal(otsu_threshold(x.cuda()).cpu(), otsu_threshold(x))
