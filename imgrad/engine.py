@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from .operators import Stencil
 
-__all__ = ["BORDERS", "check_border", "correlate", "pad"]
+__all__ = ["BORDERS", "border_index", "check_border", "correlate", "pad"]
 
 #: Border names and their meaning (``|abcdefgh|`` is the row being extended).
 BORDERS: dict[str, str] = {
@@ -37,7 +37,7 @@ def check_border(border: str) -> str:
     return key
 
 
-def _border_index(n: int, before: int, after: int, border: str, device: torch.device):
+def border_index(n: int, before: int, after: int, border: str, device: torch.device):
     """Source index of every position of the extended axis ``[-before, n + after)``."""
     i = torch.arange(-before, n + after, device=device)
     if border == "replicate":
@@ -73,7 +73,7 @@ def pad(
     if border == "constant":
         widths = [0, 0] * (x.dim() - 1 - (dim % x.dim())) + [before, after]
         return F.pad(x, widths, mode="constant", value=value)
-    index = _border_index(x.shape[dim], before, after, border, x.device)
+    index = border_index(x.shape[dim], before, after, border, x.device)
     return x.index_select(dim, index)
 
 

@@ -218,13 +218,21 @@ def first_order(
 ) -> Gradients:
     """The body of :func:`spatial_gradient` and :class:`imgrad.SpatialGradient`."""
     prepared = spec.prepare(image, nan_policy)
-    gy, gx = first_derivatives(prepared.image, spec.op, spec.border, spec.border_value, taps)
+    raw = first_derivatives(prepared.image, spec.op, spec.border, spec.border_value, taps)
+    gy, gx = finish_first(*raw, spec)
+    return Gradients(prepared.restore(gy), prepared.restore(gx))
+
+
+def finish_first(
+    gy: torch.Tensor, gx: torch.Tensor, spec: GradientSpec
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Raw first derivatives → the spec's colour reduction and units (shared with tiling)."""
     if spec.color == "max":
         gy, gx = max_channel(gy, gx)
     if spec.normalized:
         gain = spec.op.derivative.moment(1) * spec.op.smoothing.moment(0)
         gy, gx = gy / (gain * spec.spacing[0]), gx / (gain * spec.spacing[1])
-    return Gradients(prepared.restore(gy), prepared.restore(gx))
+    return gy, gx
 
 
 def second_order(
@@ -237,13 +245,21 @@ def second_order(
         raise ValueError(f"{spec.op.name} has no second-derivative stencil; use sobel or central")
     prepared = spec.prepare(image, nan_policy)
     x = prepared.image
-    gyy, gxy, gxx = second_derivatives_raw(x, spec.op, spec.border, spec.border_value, taps)
-    if spec.normalized:
-        sy, sx = spec.spacing
-        pure = spec.op.second.moment(2) * spec.op.smoothing.moment(0)
-        mixed = spec.op.derivative.moment(1) ** 2
-        gyy, gxy, gxx = gyy / (pure * sy * sy), gxy / (mixed * sy * sx), gxx / (pure * sx * sx)
-    return SecondDerivatives(*(prepared.restore(g) for g in (gyy, gxy, gxx)))
+    raw = second_derivatives_raw(x, spec.op, spec.border, spec.border_value, taps)
+    return SecondDerivatives(*(prepared.restore(g) for g in finish_second(*raw, spec)))
+
+
+def finish_second(
+    gyy: torch.Tensor, gxy: torch.Tensor, gxx: torch.Tensor, spec: GradientSpec
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Raw second derivatives → the spec's units (shared with tiling)."""
+    if not spec.normalized:
+        return gyy, gxy, gxx
+    assert spec.op.second is not None, "checked before the derivatives were taken"
+    sy, sx = spec.spacing
+    pure = spec.op.second.moment(2) * spec.op.smoothing.moment(0)
+    mixed = spec.op.derivative.moment(1) ** 2
+    return gyy / (pure * sy * sy), gxy / (mixed * sy * sx), gxx / (pure * sx * sx)
 
 
 # --------------------------------------------------------------------------- public functions
@@ -421,9 +437,15 @@ def orientation(gradients: Any, *, degrees: bool = False, signed: bool = False) 
     OpenCV's ``phase``; ``signed=True`` gives ``(−π, π]`` like ``atan2`` but with ``−π`` folded to
     ``π``. A zero vector (of either sign) gives 0. Because +y points down, angles grow
     clockwise on screen: a gradient pointing down the image is +90°.
+
+    The angle is computed in float64 and rounded once to the input's dtype, so float32 and half
+    results are correctly rounded and do not depend on where a pixel sits in memory (torch's
+    vectorised and scalar float32 ``atan2`` differ by an ulp), which keeps tiled results equal
+    to whole-image ones.
     """
     gy, gx, is_numpy = _as_pair(gradients)
-    y, x = _wide(gy), _wide(gx)
+    wide = torch.float32 if gy.device.type == "mps" else torch.float64  # MPS has no float64
+    y, x = gy.to(wide), gx.to(wide)
     angle = torch.atan2(y, x)
     zero = (y == 0) & (x == 0)
     full = torch.pi if signed else 2 * torch.pi

@@ -1,0 +1,336 @@
+"""Tiled processing of huge images: stitched tiles equal the whole-image call, bit for bit."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import imgrad
+from imgrad import io as image_io
+from imgrad.threshold import threshold, threshold_otsu, threshold_relative
+from imgrad.tiled import (
+    MissingExtraError,
+    NonLocalStageError,
+    Source,
+    open_source,
+    process_huge,
+)
+
+tifffile = pytest.importorskip("tifffile")
+zarr = pytest.importorskip("zarr")
+
+OPERATORS = [("sobel", 1), ("sobel", 3), ("sobel", 5), ("sobel", 7)] + [
+    (name, 3) for name in ("scharr", "prewitt", "central", "forward")
+]
+
+
+def _random_tile(rng: np.random.Generator, h: int, w: int) -> tuple[int, int]:
+    return int(rng.integers(1, h + 5)), int(rng.integers(1, w + 5))
+
+
+def _image(shape: tuple[int, ...], dtype: torch.dtype = torch.uint8, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    if dtype.is_floating_point:
+        return torch.rand(shape, generator=g, dtype=torch.float64).to(dtype)
+    return torch.randint(0, 256, shape, generator=g).to(dtype)
+
+
+def test_huge_ish_image_with_random_tiles_equals_whole() -> None:
+    """A 2-megapixel image cut into random tile sizes stitches to the whole-image magnitude."""
+    x = _image((1200, 1700))
+    whole = imgrad.magnitude(imgrad.sobel(x))
+    rng = np.random.default_rng(1)
+    for _ in range(3):
+        tile = (int(rng.integers(50, 700)), int(rng.integers(50, 900)))
+        assert torch.equal(process_huge(x, tile=tile), whole), tile
+
+
+@pytest.mark.parametrize("border", list(imgrad.BORDERS))
+@pytest.mark.parametrize(("operator", "ksize"), OPERATORS)
+def test_every_operator_and_border(operator: str, ksize: int, border: str) -> None:
+    """gy, gx, magnitude (three norms) and orientation equal the whole-image functions."""
+    x = _image((2, 45, 38), seed=ksize)
+    tile = _random_tile(np.random.default_rng(ksize + len(border)), 45, 38)
+    options = dict(operator=operator, ksize=ksize, border=border, border_value=3.5)
+    g = imgrad.spatial_gradient(x, **options)
+    assert torch.equal(process_huge(x, stage="gy", tile=tile, **options), g.gy)
+    assert torch.equal(process_huge(x, stage="gx", tile=tile, **options), g.gx)
+    for norm in ("l2", "l1", "squared"):
+        tiled = process_huge(x, norm=norm, tile=tile, **options)
+        assert torch.equal(tiled, imgrad.magnitude(g, norm)), norm
+    whole_angle = imgrad.orientation(g, degrees=True)
+    tiled_angle = process_huge(x, stage="orientation", degrees=True, tile=tile, **options)
+    assert torch.equal(tiled_angle, whole_angle)
+
+
+def test_orientation_tiles_equal_the_whole_image() -> None:
+    """Orientation is position-independent (computed in float64), so tiles give the same bits."""
+    x = _image((60, 70), torch.float32)
+    tiled = process_huge(x, stage="orientation", signed=True, tile=(13, 17))
+    assert torch.equal(tiled, imgrad.orientation(imgrad.sobel(x), signed=True))
+
+
+@pytest.mark.parametrize("border", list(imgrad.BORDERS))
+@pytest.mark.parametrize(("operator", "ksize"), [("sobel", 1), ("sobel", 5), ("central", 3)])
+def test_second_derivatives_and_laplacian(operator: str, ksize: int, border: str) -> None:
+    """gyy, gxy, gxx (normalized, with spacing) and the Laplacian tile exactly."""
+    x = _image((31, 29), torch.float64, seed=2)
+    options = dict(operator=operator, ksize=ksize, border=border, border_value=-1.0)
+    whole = imgrad.second_derivatives(x, normalized=True, spacing=(0.5, 2.0), **options)
+    for stage in ("gyy", "gxy", "gxx"):
+        tiled = process_huge(
+            x, stage=stage, normalized=True, spacing=(0.5, 2.0), tile=(7, 5), **options
+        )
+        assert torch.equal(tiled, getattr(whole, stage)), stage
+    if operator == "sobel":
+        tiled = process_huge(x, stage="laplacian", tile=(4, 9), **options)
+        assert torch.equal(tiled, imgrad.laplacian(x, ksize, border=border, border_value=-1.0))
+
+
+@pytest.mark.parametrize("color", ["channels", "luminance", "max"])
+@pytest.mark.parametrize("border", ["constant", "circular", "reflect101"])
+def test_colour_modes(color: str, border: str) -> None:
+    """Luminance is taken before the border (it matters for constant), max per pixel."""
+    x = _image((3, 40, 33), seed=5)
+    options = dict(border=border, border_value=100.0, color=color, normalized=True)
+    whole = imgrad.magnitude(imgrad.sobel(x, **options))
+    assert torch.equal(process_huge(x, tile=(9, 14), **options), whole)
+
+
+@pytest.mark.parametrize(
+    "dtype", [torch.uint8, torch.uint16, torch.int32, torch.float16, torch.float64]
+)
+def test_dtypes_follow_the_whole_image_rules(dtype: torch.dtype) -> None:
+    """Integers compute in float32/float64, float16 is rounded once, as on the whole image."""
+    x = _image((25, 27), dtype, seed=3)
+    whole = imgrad.magnitude(imgrad.scharr(x))
+    tiled = process_huge(x, operator="scharr", tile=(6, 11))
+    assert tiled.dtype == whole.dtype
+    assert torch.equal(tiled, whole)
+
+
+def test_numpy_in_numpy_out_and_rank() -> None:
+    """Arrays come back as arrays; (H, W) stays (H, W), (C, H, W) stays (C, H, W)."""
+    x = _image((2, 20, 21)).numpy()
+    out = process_huge(x, tile=8)
+    assert isinstance(out, np.ndarray) and out.shape == (2, 20, 21)
+    np.testing.assert_array_equal(out, imgrad.magnitude(imgrad.sobel(x)))
+    assert process_huge(x[0], tile=8).shape == (20, 21)
+
+
+@pytest.mark.parametrize("border", ["circular", "constant"])
+def test_thresholds_fixed_relative_otsu(border: str) -> None:
+    """Fixed is local; ratio and Otsu take global statistics in a first pass: all exact."""
+    x = _image((2, 70, 61), torch.float32, seed=7)
+    m = imgrad.magnitude(imgrad.sobel(x, border=border))
+    cases = [
+        (dict(threshold=1.2), threshold(m, 1.2)),
+        (dict(ratio=0.4), threshold_relative(m, 0.4)),
+        (dict(otsu=True), threshold_otsu(m)),
+        (dict(otsu=True, bins=19), threshold_otsu(m, 19)),
+    ]
+    for options, expected in cases:
+        tiled = process_huge(x, stage="threshold", border=border, tile=(11, 16), **options)
+        assert tiled.dtype == torch.bool
+        assert torch.equal(tiled, expected), options
+
+
+def test_otsu_of_a_constant_magnitude_is_empty() -> None:
+    """A flat image has one magnitude value; nothing is above Otsu's threshold (its value)."""
+    out = process_huge(np.full((20, 20), 9, np.uint8), stage="threshold", otsu=True, tile=7)
+    assert not out.any()
+
+
+def test_hysteresis_and_canny_are_refused_with_advice() -> None:
+    """Non-local stages raise NonLocalStageError saying why and what to use."""
+    for stage in ("hysteresis", "canny"):
+        with pytest.raises(NonLocalStageError, match="not local|cross any number of tiles"):
+            process_huge(np.zeros((8, 8), np.uint8), stage=stage)
+    with pytest.raises(NonLocalStageError, match="stage='threshold'"):
+        process_huge(np.zeros((8, 8), np.uint8), stage="canny")
+
+
+def test_bad_options() -> None:
+    """Bad values raise ValueError naming them."""
+    x = np.zeros((10, 10), np.uint8)
+    with pytest.raises(ValueError, match="unknown stage 'edges'"):
+        process_huge(x, stage="edges")
+    with pytest.raises(ValueError, match="exactly one of"):
+        process_huge(x, stage="threshold")
+    with pytest.raises(ValueError, match="threshold=, ratio="):
+        process_huge(x, threshold=3.0)
+    with pytest.raises(ValueError, match="scale is required"):
+        process_huge(x, output="uint8")
+    with pytest.raises(ValueError, match="tile"):
+        process_huge(x, tile=0)
+    with pytest.raises(ValueError, match="too small"):
+        process_huge(np.zeros((2, 9), np.uint8), ksize=7)
+    with pytest.raises(ValueError, match="luminance"):
+        process_huge(x, color="luminance")
+    with pytest.raises(ValueError, match="no second-derivative"):
+        process_huge(x, stage="gxx", operator="scharr")
+
+
+def test_progress_counts_every_tile_of_every_pass() -> None:
+    """progress(done, total) after each tile; Otsu takes three passes."""
+    calls: list[tuple[int, int]] = []
+    x = np.zeros((30, 30), np.uint8)
+    process_huge(x, tile=10, progress=lambda done, total: calls.append((done, total)))
+    assert calls == [(i, 9) for i in range(1, 10)]
+    calls.clear()
+    process_huge(
+        x, stage="threshold", otsu=True, tile=10, progress=lambda d, t: calls.append((d, t))
+    )
+    assert calls[-1] == (27, 27) and len(calls) == 19  # a flat image has no histogram pass
+    calls.clear()
+    process_huge(
+        x + np.eye(30, dtype=np.uint8),
+        stage="threshold",
+        otsu=True,
+        tile=10,
+        progress=lambda d, t: calls.append((d, t)),
+    )
+    assert calls == [(i, 27) for i in range(1, 28)]
+
+
+class _CountingSource(Source):
+    """A source that records the largest window it was asked for."""
+
+    read_in_task = True
+    kind = "numpy"
+    rank = 2
+
+    def __init__(self, array: np.ndarray):
+        self.array, self.shape, self.dtype, self.largest = (
+            array[None],
+            (1, *array.shape),
+            array.dtype,
+            0,
+        )
+
+    def read(self, rows: tuple[int, int], cols: tuple[int, int]) -> np.ndarray:
+        self.largest = max(self.largest, (rows[1] - rows[0]) * (cols[1] - cols[0]))
+        return self.array[:, rows[0] : rows[1], cols[0] : cols[1]]
+
+
+def test_reads_are_tile_sized() -> None:
+    """Only windows of a tile plus its halo are ever read from the source."""
+    source = _CountingSource(np.arange(100 * 90, dtype=np.uint16).reshape(100, 90) % 251)
+    out = process_huge(source, ksize=5, tile=(16, 32))
+    np.testing.assert_array_equal(out, imgrad.magnitude(imgrad.sobel(source.array[0], 5)))
+    assert source.largest <= (16 + 4) * (32 + 4)
+
+
+# --------------------------------------------------------------------------- files
+
+
+def _tiles(image: np.ndarray, tile: int):
+    for y in range(0, image.shape[0], tile):
+        for x in range(0, image.shape[1], tile):
+            yield image[y : y + tile, x : x + tile]
+
+
+def test_tiff_in_tiff_out_streaming(tmp_path: Path) -> None:
+    """A tiled TIFF written from a generator goes to a tiled TIFF, equal to the whole image."""
+    image = _image((300, 260)).numpy()
+    src, dst = tmp_path / "in.tif", tmp_path / "out.tif"
+    tifffile.imwrite(src, data=_tiles(image, 64), shape=image.shape, dtype=np.uint8, tile=(64, 64))
+    assert process_huge(src, dst, operator="scharr", border="circular", tile=(48, 80)) is None
+    with tifffile.TiffFile(dst) as tif:
+        assert tif.pages[0].is_tiled and tif.pages[0].tilewidth == 80
+        out = tif.asarray()
+    expected = imgrad.magnitude(imgrad.scharr(image, border="circular"))
+    assert out.dtype == np.float32
+    np.testing.assert_array_equal(out, expected)
+    assert [p.name for p in tmp_path.iterdir()] != [] and not list(tmp_path.glob(".*imgrad-tmp"))
+
+
+def test_zarr_in_zarr_out_and_fixed_scale(tmp_path: Path) -> None:
+    """Zarr to Zarr (chunks = tiles) and to a uint16 TIFF with a fixed scale (signed gx)."""
+    image = _image((3, 90, 110), torch.float32).numpy()
+    src = zarr.create_array(
+        str(tmp_path / "in.zarr"), shape=image.shape, chunks=(3, 32, 32), dtype="f4"
+    )
+    src[:] = image
+    process_huge(tmp_path / "in.zarr", tmp_path / "out.zarr", stage="gx", tile=(32, 48))
+    out = zarr.open_array(str(tmp_path / "out.zarr"), mode="r")
+    assert out.chunks == (3, 32, 48)
+    np.testing.assert_array_equal(out[:], imgrad.sobel(image).gx)
+    process_huge(src, tmp_path / "gx.tif", stage="gx", output="uint16", scale=1000.0, tile=32)
+    expected = image_io.to_image_values(imgrad.sobel(image).gx, bits=16, scale=1000.0, signed=True)
+    np.testing.assert_array_equal(
+        np.moveaxis(tifffile.imread(tmp_path / "gx.tif"), -1, 0), expected
+    )
+
+
+def test_rgb_tiff_and_mask_output(tmp_path: Path) -> None:
+    """An interleaved RGB TIFF is read as (3, H, W); a mask is stored as 0/255 uint8."""
+    rgb = _image((70, 50, 3), seed=9).numpy()
+    tifffile.imwrite(tmp_path / "rgb.tif", rgb, tile=(32, 32), photometric="rgb")
+    process_huge(
+        tmp_path / "rgb.tif",
+        tmp_path / "mask.zarr",
+        stage="threshold",
+        otsu=True,
+        color="luminance",
+        tile=(16, 16),
+    )
+    m = imgrad.magnitude(imgrad.sobel(np.moveaxis(rgb, -1, 0), color="luminance"))
+    expected = threshold_otsu(m).astype(np.uint8) * 255
+    np.testing.assert_array_equal(zarr.open_array(str(tmp_path / "mask.zarr"))[:], expected[0])
+
+
+def test_existing_destination_is_replaced_only_when_complete(tmp_path: Path) -> None:
+    """A failed run leaves the old output and no temporary file."""
+    dst = tmp_path / "out.zarr"
+    process_huge(np.ones((20, 20), np.uint8), dst, tile=16)
+
+    def boom(done: int, total: int) -> None:
+        raise RuntimeError("interrupted")
+
+    with pytest.raises(RuntimeError):
+        process_huge(np.ones((40, 40), np.uint8), dst, tile=16, progress=boom)
+    assert zarr.open_array(str(dst)).shape == (20, 20)
+    assert [p.name for p in tmp_path.iterdir()] == ["out.zarr"]
+
+
+def test_small_results_to_png_and_a_clear_error_when_too_large(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Other formats are written whole; beyond the pixel limit the error names TIFF and Zarr."""
+    image = _image((40, 30)).numpy()
+    process_huge(image, tmp_path / "m.png", output="uint8", scale=0.25, tile=16)
+    expected = image_io.to_image_values(imgrad.magnitude(imgrad.sobel(image)), scale=0.25)
+    np.testing.assert_array_equal(image_io.read_image(tmp_path / "m.png")[0], expected)
+    monkeypatch.setattr(image_io, "DEFAULT_MAX_PIXELS", 100)
+    with pytest.raises(ValueError, match=r"tiled TIFF \(\.tif\) or Zarr"):
+        process_huge(image, tmp_path / "big.png", output="uint8", scale=0.25, tile=16)
+
+
+def test_tiff_tiles_must_be_multiples_of_16(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="multiples of 16"):
+        process_huge(np.zeros((40, 40), np.uint8), tmp_path / "o.tif", tile=20)
+
+
+def test_missing_extra_says_how_to_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without tifffile/zarr the error says pip install 'imgrad[dask]'."""
+    tifffile.imwrite(tmp_path / "a.tif", np.zeros((20, 20), np.uint8))
+    real_import = importlib.import_module
+
+    def fail(name: str, *args: object) -> object:
+        if name in ("tifffile", "zarr", "distributed"):
+            raise ImportError(f"No module named {name!r}")
+        return real_import(name, *args)
+
+    monkeypatch.setattr(importlib, "import_module", fail)
+    for call in (
+        lambda: open_source(tmp_path / "a.tif"),
+        lambda: process_huge(np.zeros((20, 20), np.uint8), tmp_path / "o.zarr"),
+    ):
+        with pytest.raises(MissingExtraError, match=r"pip install 'imgrad\[dask\]'") as info:
+            call()
+        assert isinstance(info.value, ImportError)
