@@ -8,8 +8,10 @@ Rules (stated once, documented in the README):
 - Layouts: ``(H, W)``, ``(C, H, W)`` or ``(N, C, H, W)``; results keep the input's rank.
 - dtypes: floating inputs keep their dtype; float16/bfloat16 are computed in float32 and rounded
   once at the end. Integer inputs never wrap: uint8/int8/int16/uint16 are computed in and returned
-  as float32 (exact: every Sobel-7 response of 16-bit data fits in 24 bits), int32/int64 in
-  float64. bool and complex are rejected with ``TypeError``.
+  as float32, int32/int64 in float64. Raw responses are exact integers for 8-bit data with every
+  operator, and for 16-bit data with every operator but Sobel 7, whose largest responses (up to
+  20 * 64 * 65535 ≈ 8.4e7) pass float32's 2**24 and are rounded (relative error ≤ 6e-8).
+  bool and complex are rejected with ``TypeError``.
 """
 
 from __future__ import annotations
