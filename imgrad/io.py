@@ -286,8 +286,9 @@ def _check_size(size: tuple[int, int], name: str, max_pixels: int | None) -> Non
             f"cannot read '{name}': {width}x{height} = {width * height:,} pixels is more than "
             f"the limit of {max_pixels:,} pixels (a guard against decompression bombs). If the "
             f"file is trusted, raise the limit with max_pixels=... (--max-pixels on the command "
-            f"line) or disable it with max_pixels=None. Images larger than memory are better "
-            f"stored as tiled TIFF or Zarr and processed block by block."
+            f"line) or disable it with max_pixels=None. For images larger than memory, save them "
+            f"as tiled TIFF or Zarr and run the same command on that file: imgrad streams those "
+            f"tile by tile (imgrad.process_huge)."
         )
 
 
