@@ -6,6 +6,7 @@ engine, differentiable with respect to the input, on CPU or CUDA. Results come i
 order, ``Gradients(gy, gx)``, with +x right and +y down.
 """
 
+from .batch import Recipe, process_file, process_tree
 from .canny import Canny, CannyResult, canny
 from .compat import gradient, image_gradients
 from .engine import BORDERS
@@ -55,6 +56,7 @@ __all__ = [
     "Laplacian",
     "Orientation",
     "Prewitt",
+    "Recipe",
     "Scharr",
     "SecondDerivatives",
     "Sobel",
@@ -67,7 +69,9 @@ __all__ = [
     "laplacian",
     "magnitude",
     "orientation",
+    "process_file",
     "process_huge",
+    "process_tree",
     "prewitt",
     "scharr",
     "second_derivatives",

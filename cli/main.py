@@ -1,0 +1,399 @@
+"""The ``imgrad`` command: parse the options, make one library call, report.
+
+Every command reads INPUT (a file, a directory or ``-`` for stdin) and writes OUTPUT (a file, a
+directory or ``-`` for stdout) through :func:`imgrad.batch.process_file` or
+:func:`imgrad.batch.process_tree`. imgrad and torch are imported inside the command bodies only,
+so ``--help``, ``--version`` and argument errors answer at once.
+
+Exit codes: 0 done; 1 a file could not be read, computed or written; 2 bad arguments;
+130 interrupted (Ctrl-C or SIGTERM).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+import click
+
+from . import options
+from .progress import ProgressPrinter, duration
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+GRADIENT_COLORS = ("luminance", "max", "channels")
+EXIT_INTERRUPTED = 130
+
+MAIN_EPILOG = """\b
+Examples:
+  imgrad sobel in.png out.png                 Sobel magnitude, fixed scale, 8-bit PNG
+  imgrad sobel photos/ edges/                 a whole tree: progress bar, resumable
+  imgrad canny in.png edges.png --low 100 --high 200
+  imgrad scharr in.jpg dir.png --result picture
+  imgrad sobel in.tif grad.npy --result gx    raw float32 values
+  cat in.png | imgrad prewitt - - > out.png   stdin to stdout
+
+\b
+Exit codes: 0 done, 1 a file failed, 2 bad arguments, 130 interrupted.
+Run 'imgrad COMMAND --help' for the options of a command.
+"""
+
+
+@click.group(context_settings=CONTEXT, epilog=MAIN_EPILOG)
+@click.version_option(package_name="imgrad", prog_name="imgrad", message="%(prog)s %(version)s")
+def cli() -> None:
+    """Image gradients and edge detection for files and directory trees.
+
+    Float results are mapped to image samples with one fixed scale by default (the operator's
+    largest possible response for the input's value range is white), so that a data set's
+    outputs are comparable; --mapping stretch or raw, or --scale, change that.
+    """
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="imgrad")
+
+
+def _examples(name: str, *lines: str) -> str:
+    return "\b\nExamples:\n" + "\n".join(f"  imgrad {name} {line}" for line in lines)
+
+
+def _gradient_command(name: str, operator: str, summary: str, sobel: bool = False) -> None:
+    """Register a first-derivative command (they differ only in the operator)."""
+
+    def command(ctx: click.Context, **params: Any) -> None:
+        _run(ctx, operator, params)
+
+    decorators = [
+        cli.command(
+            name,
+            help=f"{summary}\n\nINPUT and OUTPUT are image files, directories, or - for "
+            "stdin/stdout.",
+            short_help=summary,
+            epilog=_examples(
+                name,
+                "in.png out.png",
+                "in.png gx.png --result gx --bits 16",
+                "in.png mask.png --hysteresis 100 200",
+                "in.png out.png --mapping stretch",
+                "photos/ edges/ --glob '*.jpg' --jobs 8",
+            ),
+        ),
+        options.paths,
+        *([options.ksize((1, 3, 5, 7), 3)] if sobel else []),
+        options.border,
+        options.normalized,
+        options.color(GRADIENT_COLORS, "luminance"),
+        options.result,
+        options.thresholds,
+        options.mapping,
+        options.output_format,
+        options.reading,
+        options.device,
+        options.directories,
+        click.pass_context,
+    ]
+    options.compose(*decorators)(command)
+
+
+_gradient_command("sobel", "sobel", "Sobel gradient (ksize 1, 3, 5 or 7).", sobel=True)
+_gradient_command("scharr", "scharr", "Scharr gradient (smoothing [3, 10, 3]).")
+_gradient_command("prewitt", "prewitt", "Prewitt gradient (smoothing [1, 1, 1]).")
+_gradient_command("central", "central", "Central differences (f[i+1] - f[i-1]) / 2.")
+_gradient_command("gradient", "central", "Central differences; the same as 'central'.")
+
+
+@cli.command(
+    epilog=_examples(
+        "laplacian", "in.png out.png", "in.png out.png --ksize 3 --bits 16", "photos/ out/"
+    )
+)
+@options.paths
+@options.ksize((1, 3, 5, 7), 1)
+@options.border
+@options.normalized
+@options.color(("luminance", "channels"), "luminance")
+@options.mapping
+@options.output_format
+@options.reading
+@options.device
+@options.directories
+@click.pass_context
+def laplacian(ctx: click.Context, **params: Any) -> None:
+    """Laplacian gxx + gyy (ksize 1: the 5-point stencil), signed: 0 is mid-grey.
+
+    INPUT and OUTPUT are image files, directories, or - for stdin/stdout.
+    """
+    _run(ctx, "laplacian", params)
+
+
+@cli.command(
+    epilog=_examples(
+        "canny",
+        "in.png edges.png --low 100 --high 200",
+        "in.png edges.png                      automatic thresholds (Otsu)",
+        "in.png edges.png --sigma 1.4 --l2 --ksize 5",
+        "in.png edges.png --thresholds relative --low 0.1 --high 0.3",
+        "photos/ edges/ --low 50 --high 150",
+    )
+)
+@options.paths
+@click.option(
+    "--low",
+    type=float,
+    default=None,
+    help="Weak-edge threshold (pixels above it are kept when connected to a strong one).",
+)
+@click.option(
+    "--high",
+    type=float,
+    default=None,
+    help="Strong-edge threshold. Omit both for automatic thresholds per image (high = Otsu's "
+    "threshold of the gradient, low = high / 2).",
+)
+@options.ksize((3, 5, 7), 3)
+@click.option("--l2", is_flag=True, help="Use sqrt(gx² + gy²) instead of |gx| + |gy|.")
+@click.option(
+    "--sigma",
+    type=float,
+    default=None,
+    callback=options.positive,
+    help="Gaussian blur of this standard deviation first (default: none, as OpenCV).",
+)
+@click.option(
+    "--thresholds",
+    type=click.Choice(["absolute", "relative", "quantile"]),
+    default="absolute",
+    show_default=True,
+    help="Units of --low/--high: gradient values (OpenCV's units for 8-bit input), fractions "
+    "of each image's largest gradient, or quantiles of its gradients.",
+)
+@options.color(("max", "luminance"), "max")
+@options.output_format
+@options.reading
+@options.device
+@options.directories
+@click.pass_context
+def canny(ctx: click.Context, **params: Any) -> None:
+    """Canny edges (equal to OpenCV's on 8-bit images), written as 0/255.
+
+    INPUT and OUTPUT are image files, directories, or - for stdin/stdout.
+    """
+    _run(ctx, "canny", params)
+
+
+# --------------------------------------------------------------------------- the one body
+
+
+def _is_dash(path: Path) -> bool:
+    return str(path) == "-"
+
+
+def _threshold(params: dict[str, Any]) -> dict[str, Any] | None:
+    """The threshold options as keyword arguments of :class:`imgrad.batch.Threshold`."""
+    value = params.pop("threshold", None)
+    ratio = params.pop("threshold_relative", None)
+    otsu = params.pop("otsu", False)
+    pair = params.pop("hysteresis", None)
+    given = {
+        "--threshold": value is not None and {"method": "value", "value": value},
+        "--threshold-relative": ratio is not None and {"method": "relative", "value": ratio},
+        "--otsu": otsu and {"method": "otsu"},
+        "--hysteresis": pair is not None
+        and {"method": "hysteresis", "low": pair[0], "high": pair[1]},
+    }
+    chosen = [spec for spec in given.values() if spec]
+    if len(chosen) > 1:
+        flags = ", ".join(flag for flag, spec in given.items() if spec)
+        raise click.UsageError(f"choose one threshold option; got {flags}")
+    return chosen[0] if chosen else None
+
+
+def _format_extension(params: dict[str, Any], is_directory: bool) -> tuple[str | None, str]:
+    """``(format name or None, output extension)``; checks OUTPUT before any import."""
+    output: Path = params["output"]
+    chosen = params["format_"]
+    if is_directory or _is_dash(output) or output.is_dir():
+        if chosen is None:
+            chosen = "tiff" if params.get("mapping") == "raw" and is_directory else "png"
+        return chosen, options.FORMATS[chosen]
+    suffix = output.suffix.lower()
+    if suffix not in options.OUTPUT_EXTENSIONS:
+        raise click.BadParameter(
+            f"unsupported extension {output.suffix or '(none)'!r} of {str(output)!r}; use one of "
+            + ", ".join(options.OUTPUT_EXTENSIONS),
+            param_hint="OUTPUT",
+        )
+    canonical = {".tiff": ".tif", ".jpeg": ".jpg"}.get(suffix, suffix)
+    if chosen is not None and options.FORMATS[chosen] != canonical:
+        raise click.BadParameter(
+            f"--format {chosen} contradicts the extension of {str(output)!r}", param_hint="--format"
+        )
+    return None, suffix
+
+
+def _check_file_only(ctx: click.Context) -> None:
+    for name in options.DIRECTORY_ONLY:
+        if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT:
+            flag = next(p for p in ctx.command.params if p.name == name).opts[-1]
+            raise click.BadParameter("applies to a directory INPUT only", param_hint=flag)
+
+
+def _run(ctx: click.Context, operator: str, params: dict[str, Any]) -> None:
+    source: Path = params.pop("input")
+    is_directory = not _is_dash(source) and source.is_dir()
+    if not is_directory:
+        _check_file_only(ctx)
+    output: Path = params["output"]
+    if is_directory and _is_dash(output):
+        raise click.BadParameter("a directory INPUT needs a directory OUTPUT", param_hint="OUTPUT")
+    if is_directory and not output.exists() and output.suffix.lower() in options.OUTPUT_EXTENSIONS:
+        raise click.BadParameter(
+            f"INPUT is a directory, so OUTPUT must be one; {str(output)!r} looks like a file name",
+            param_hint="OUTPUT",
+        )
+    format_, extension = _format_extension(params, is_directory)
+    threshold = _threshold(params)
+    result = params.pop("result", None)
+    if threshold is not None and result is None:
+        result = "mask"
+    image_only = operator == "canny" or result in ("mask", "picture")
+    mapping = params.pop("mapping", None) or (
+        "raw" if extension == ".npy" and not image_only else "fixed"
+    )
+
+    import torch  # the first heavy import: everything above answers without it
+
+    from imgrad import batch
+
+    device = params.pop("device")
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    elif device == "cuda" and not torch.cuda.is_available():
+        raise click.BadParameter("CUDA is not available on this machine", param_hint="--device")
+    try:
+        recipe = batch.Recipe(
+            operator=operator,
+            result=result,
+            ksize=params.get("ksize", 3),
+            border=params.get("border", "reflect101"),
+            normalized=params.get("normalized", False),
+            color=params["color"],
+            mapping=mapping,
+            scale=params.get("scale"),
+            bits=params["bits"],
+            threshold=batch.Threshold(**threshold) if threshold else None,
+            low=params.get("low"),
+            high=params.get("high"),
+            l2gradient=params.get("l2", False),
+            sigma=params.get("sigma"),
+            thresholds=params.get("thresholds", "absolute"),
+            device=device,
+        )
+        recipe.check_extension(extension)
+    except ValueError as error:
+        raise click.UsageError(str(error), ctx) from error
+    read = {"alpha": params["alpha"], "max_pixels": params["max_pixels"] or None}
+    if is_directory:
+        _run_tree(ctx, batch, recipe, source, output, format_ or "png", read, params)
+    else:
+        _run_file(batch, recipe, source, output, format_, extension, read)
+
+
+def _run_file(
+    batch: Any,
+    recipe: Any,
+    source: Path,
+    output: Path,
+    format_: str | None,
+    extension: str,
+    read: dict[str, Any],
+) -> None:
+    """One file: errors become a one-line message and exit code 1."""
+    dest: Path | Any = output
+    if _is_dash(output):
+        dest = click.get_binary_stream("stdout")
+    elif output.is_dir():
+        if _is_dash(source):
+            raise click.BadParameter("stdin has no name: give an OUTPUT file", param_hint="OUTPUT")
+        dest, format_ = output / (source.stem + extension), None
+    if not _is_dash(source) and isinstance(dest, Path) and dest.exists():
+        if os.path.samefile(source, dest):
+            raise click.BadParameter(f"refusing to write onto the input {str(source)!r}")
+    src = click.get_binary_stream("stdin") if _is_dash(source) else source
+    try:
+        batch.process_file(src, dest, recipe, format=format_, **read)
+    except OSError as error:
+        raise click.ClickException(f"cannot write '{dest}': {error.strerror or error}") from error
+    except (ValueError, RuntimeError) as error:  # ImageReadError is a ValueError
+        raise click.ClickException(str(error)) from error
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def _run_tree(
+    ctx: click.Context,
+    batch: Any,
+    recipe: Any,
+    source: Path,
+    output: Path,
+    format_: str,
+    read: dict[str, Any],
+    params: dict[str, Any],
+) -> None:
+    """A directory tree: progress on stderr, summary, exit code 1 if any file failed."""
+    quiet: bool = params["quiet"]
+    printer = ProgressPrinter(click.get_text_stream("stderr"), enabled=not quiet)
+
+    def on_failure(failure: Any) -> None:
+        printer.message(f"Error: {failure.reason}")
+
+    previous = signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM stops as cleanly as Ctrl-C
+    try:
+        summary = batch.process_tree(
+            source,
+            output,
+            recipe,
+            format=format_,
+            patterns=params["glob"],
+            recursive=params["recursive"],
+            overwrite=params["overwrite"],
+            workers=params["jobs"],
+            batch_size=params["batch_size"],
+            on_progress=printer,
+            on_failure=on_failure,
+            **read,
+        )
+    except ValueError as error:
+        raise click.UsageError(str(error), ctx) from error
+    except OSError as error:
+        raise click.ClickException(f"{error.filename}: {error.strerror or error}") from error
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        printer.close()
+    if not quiet:
+        click.echo(_summary_line(summary), err=True)
+    if params["json_"]:
+        click.echo(json.dumps(summary.to_dict(), indent=2))
+    if summary.interrupted:
+        ctx.exit(EXIT_INTERRUPTED)
+    ctx.exit(1 if summary.failed else 0)
+
+
+def _summary_line(summary: Any) -> str:
+    parts = [
+        f"{summary.processed} processed",
+        f"{summary.skipped} skipped (up to date)",
+        f"{summary.failed} failed",
+    ]
+    text = f"imgrad: {', '.join(parts)} in {duration(summary.seconds)}"
+    if summary.removed_temporary:
+        text += f"; removed {summary.removed_temporary} temporary file(s) of an interrupted run"
+    if summary.interrupted:
+        text += "\nimgrad: interrupted; run the same command again to finish the rest"
+    return text

@@ -1,0 +1,768 @@
+"""Processing image files: one file, or a directory tree of thousands.
+
+A :class:`Recipe` says what to compute from an image (an operator and a result: magnitude, gx,
+gy, orientation, an orientation picture, a thresholded mask, a Laplacian or Canny edges) and how
+to store it (the value mapping and the bit depth). :func:`process_file` applies it to one file;
+:func:`process_tree` applies it to a directory tree. The command line is a thin layer over these
+two calls; nothing here knows about it (progress arrives through a callback).
+
+Mapping values to image samples
+-------------------------------
+``mapping="fixed"`` (the default) uses one scale for every image of a data set, so that outputs
+are comparable across images. The full scale is the largest response the operator can give for
+the input's value range ``[0, peak]`` (peak = 255 for 8-bit input, 65535 for 16-bit input, 1.0
+for float input); it maps to the top of the output range (255 or 65535). For Sobel 3 on 8-bit
+input that is a magnitude of ``sqrt(20) * 255 = 1140.4`` and ``4 * 255 = 1020`` for gx/gy.
+Signed results (gx, gy, Laplacian) map 0 to mid-grey ``2**(bits-1)`` and ``±full`` to
+``mid ± (mid - 1)``. Orientation maps ``[0, 2π)`` radians linearly onto ``[0, top]``. ``scale``
+replaces the automatic factor (output units per unit of the result). ``mapping="stretch"`` maps
+each image's own range onto the output range; ``mapping="raw"`` keeps float32 values (TIFF or
+``.npy``).
+
+Default bit depth: 16 for 16-bit (and float) input, 8 for 8-bit input; masks and pictures are
+8-bit; formats that only store 8 bits (JPEG, WebP, BMP) always get 8.
+
+Directories
+-----------
+:func:`process_tree` mirrors the input tree into the output directory, each output keeping the
+input's relative path and stem with the format's extension. Hidden files and directories (names
+starting with ".") are not scanned. Rules:
+
+- Resume: an input is skipped when its output exists and was modified strictly later than the
+  input (mtime). Change the options, or pass ``overwrite=True``, to compute it again.
+- Outputs are written atomically (temporary file + rename, see :func:`imgrad.io.write_image`):
+  an interrupted run leaves only complete images. Temporary files that a killed process could not
+  remove are deleted by the next run into the same output directory.
+- The output directory may not be the input directory nor lie inside it (its outputs would be
+  scanned as inputs); no output is ever written onto an input or outside the output directory.
+- One bad file never stops the batch: failures are collected with their path and reason.
+- Reads and writes run on worker threads (Pillow and zlib release the GIL); images of the same
+  size and type are computed together in batches, on the recipe's device.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+import os
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+import torch
+
+from . import io as image_io
+from .canny import CannySpec, canny
+from .gradients import Gradients, GradientSpec, laplacian, magnitude, orientation, spatial_gradient
+from .operators import Stencil, get_operator
+from .threshold import hysteresis_threshold, threshold, threshold_otsu, threshold_relative
+
+__all__ = [
+    "FORMAT_EXTENSIONS",
+    "Failure",
+    "Plan",
+    "Progress",
+    "Recipe",
+    "Summary",
+    "Task",
+    "Threshold",
+    "plan_tree",
+    "process_file",
+    "process_tree",
+]
+
+GRADIENT_OPERATORS = ("sobel", "scharr", "prewitt", "central")
+OPERATORS = (*GRADIENT_OPERATORS, "laplacian", "canny")
+GRADIENT_RESULTS = ("magnitude", "gx", "gy", "orientation", "picture", "mask")
+MAPPINGS = ("fixed", "stretch", "raw")
+THRESHOLD_METHODS = ("value", "relative", "otsu", "hysteresis")
+#: Output format names and the extension their files get.
+FORMAT_EXTENSIONS = {"png": ".png", "tiff": ".tif", "npy": ".npy"}
+_EIGHT_BIT_ONLY = (".jpg", ".jpeg", ".webp", ".bmp")
+_RAW_EXTENSIONS = (".tif", ".tiff", ".npy")
+_TMP_MARKER = ".imgrad-tmp"  # the marker of imgrad.io's temporary files
+_MAX_BATCH_PIXELS = 2**25  # a batch is computed once it holds this many pixels
+
+
+# --------------------------------------------------------------------------- recipe
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """How a magnitude becomes a mask. Values are in the magnitude's units (not output units).
+
+    ``method``: ``"value"`` (``magnitude > value``), ``"relative"`` (``magnitude > value * max``
+    per image), ``"otsu"`` (Otsu's threshold per image) or ``"hysteresis"`` (above ``low`` and
+    8-connected to a pixel above ``high``).
+    """
+
+    method: str = "otsu"
+    value: float | None = None
+    low: float | None = None
+    high: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.method not in THRESHOLD_METHODS:
+            raise ValueError(f"threshold method must be one of {THRESHOLD_METHODS}")
+        if (self.method in ("value", "relative")) != (self.value is not None):
+            raise ValueError("value is used by (and required for) the value and relative methods")
+        if (self.method == "hysteresis") != (self.low is not None and self.high is not None):
+            raise ValueError("low and high are used by (and required for) hysteresis")
+        if self.low is not None and self.high is not None and self.low > self.high:
+            raise ValueError(f"hysteresis low ({self.low:g}) must not exceed high ({self.high:g})")
+
+    def apply(self, m: torch.Tensor) -> torch.Tensor:
+        """Boolean mask of an ``(N, C, H, W)`` magnitude, statistics per image."""
+        if self.method == "value":
+            return threshold(m, self.value)
+        if self.method == "relative":
+            return threshold_relative(m, self.value)
+        if self.method == "otsu":
+            return threshold_otsu(m)
+        return hysteresis_threshold(m, self.low, self.high)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """What to compute from each image and how to store it.
+
+    ``operator``: ``sobel``, ``scharr``, ``prewitt``, ``central``, ``laplacian`` or ``canny``.
+    ``result``: for the gradient operators one of ``magnitude`` (default), ``gx``, ``gy``,
+    ``orientation``, ``picture`` (hue = direction, brightness = magnitude) or ``mask`` (a
+    thresholded magnitude, see ``threshold``; Otsu when none is given); ``laplacian`` writes the
+    Laplacian and ``canny`` edges (both leave ``result`` as ``None``). ``ksize``, ``border``,
+    ``normalized`` and ``color`` are passed to the library functions; ``low``, ``high``,
+    ``l2gradient``, ``sigma`` and ``thresholds`` to :func:`imgrad.canny`. ``mapping``, ``scale``
+    and ``bits`` turn values into samples (see the module docstring); ``device`` is where the
+    batches are computed.
+    """
+
+    operator: str = "sobel"
+    result: str | None = None
+    ksize: int = 3
+    border: str = "reflect101"
+    normalized: bool = False
+    color: str = "luminance"
+    mapping: str = "fixed"
+    scale: float | None = None
+    bits: int | None = None
+    threshold: Threshold | None = None
+    low: float | None = None
+    high: float | None = None
+    l2gradient: bool = False
+    sigma: float | None = None
+    thresholds: str = "absolute"
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if self.operator not in OPERATORS:
+            raise ValueError(
+                f"operator must be one of {', '.join(OPERATORS)}; got {self.operator!r}"
+            )
+        gradient = self.operator in GRADIENT_OPERATORS
+        if gradient and self.result is None:
+            object.__setattr__(self, "result", "magnitude")
+        if gradient and self.result not in GRADIENT_RESULTS:
+            raise ValueError(
+                f"result must be one of {', '.join(GRADIENT_RESULTS)}; got {self.result!r}"
+            )
+        if not gradient and self.result is not None:
+            raise ValueError(f"{self.operator} has one result; do not choose one")
+        if self.result == "mask" and self.threshold is None:
+            object.__setattr__(self, "threshold", Threshold("otsu"))
+        if self.threshold is not None and self.result != "mask":
+            raise ValueError("a threshold makes a mask: it does not apply to this result")
+        if self.mapping not in MAPPINGS:
+            raise ValueError(f"mapping must be one of {', '.join(MAPPINGS)}; got {self.mapping!r}")
+        if self.scale is not None and not (self.mapping == "fixed" and self.scale > 0):
+            raise ValueError("scale must be positive and applies to the fixed mapping only")
+        if self.bits not in (None, 8, 16):
+            raise ValueError(f"bits must be 8 or 16; got {self.bits!r}")
+        if self.binary and (self.mapping != "fixed" or self.scale is not None):
+            raise ValueError("masks and edges are 0/max images: mapping and scale do not apply")
+        if self.mapping == "raw" and self.result == "picture":
+            raise ValueError("the orientation picture is an RGB image: raw mapping does not apply")
+        if self.mapping == "raw" and self.bits is not None:
+            raise ValueError("raw mapping writes float32: bits do not apply")
+        if self.result == "orientation" and self.mapping == "stretch":
+            raise ValueError("orientation always maps the full circle: stretch does not apply")
+        if self.result == "picture" and self.color == "channels":
+            raise ValueError("the orientation picture needs one channel: use luminance or max")
+        if self.operator == "laplacian" and self.color == "max":
+            raise ValueError("laplacian supports color channels or luminance, not max")
+        # the library's own checks, now rather than at the first image
+        if self.operator == "canny":
+            CannySpec.build(
+                self.low,
+                self.high,
+                self.ksize,
+                self.l2gradient,
+                self.sigma,
+                self.color,
+                self.thresholds,
+            )
+        else:
+            name = "sobel" if self.operator == "laplacian" else self.operator
+            GradientSpec.build(name, self.ksize, self.border, 0.0, self.normalized, 1.0, self.color)
+
+    @property
+    def binary(self) -> bool:
+        """True for 0/max results (masks and Canny edges)."""
+        return self.result == "mask" or self.operator == "canny"
+
+    @property
+    def signed(self) -> bool:
+        """True for results whose zero maps to mid-grey."""
+        return self.result in ("gx", "gy") or self.operator == "laplacian"
+
+    def check_extension(self, extension: str) -> None:
+        """Raise ``ValueError`` if files with ``extension`` cannot hold this recipe's output."""
+        ext = extension.lower()
+        if self.mapping == "raw" and ext not in _RAW_EXTENSIONS:
+            raise ValueError(f"raw float output needs .tif or .npy, not {extension!r}")
+        if self.mapping == "raw" and ext != ".npy" and self.color == "channels":
+            raise ValueError("raw output of every colour channel needs .npy (TIFF float is grey)")
+        if self.bits == 16 and ext in _EIGHT_BIT_ONLY:
+            raise ValueError(f"{extension} stores 8-bit samples only; use .png or .tif for 16 bits")
+
+    def bits_for(self, dtype: np.dtype, extension: str) -> int:
+        """Output bit depth for an input of ``dtype`` written to a file with ``extension``."""
+        if self.bits is not None:
+            return self.bits
+        if self.binary or self.result == "picture" or extension.lower() in _EIGHT_BIT_ONLY:
+            return 8
+        return 8 if dtype == np.uint8 else 16
+
+    def full_scale(self, dtype: np.dtype) -> float:
+        """The largest result any input of ``dtype`` can produce (what the fixed mapping maps to
+        the top of the output range)."""
+        peak = _peak(dtype)
+        if self.result == "orientation":
+            return 2 * math.pi
+        if self.operator == "laplacian":
+            op = get_operator("sobel", self.ksize)
+            assert op.second is not None
+            kernel = _kernel(op.second, op.smoothing) + _kernel(op.smoothing, op.second)
+            if self.normalized:
+                kernel /= op.second.moment(2) * op.smoothing.moment(0)
+            return peak * max(kernel[kernel > 0].sum(), -kernel[kernel < 0].sum())
+        op = get_operator(self.operator, self.ksize)
+        kx, ky = _kernel(op.smoothing, op.derivative), _kernel(op.derivative, op.smoothing)
+        if self.normalized:
+            gain = op.derivative.moment(1) * op.smoothing.moment(0)
+            kx, ky = kx / gain, ky / gain
+        if self.result in ("gx", "gy"):
+            return peak * kx[kx > 0].sum()
+        # The largest sqrt(gx² + gy²): an image that is `peak` where the kernel's response to
+        # some direction u is positive, 0 elsewhere. Each sampled u proposes such an image.
+        angles = np.linspace(0, 2 * np.pi, 3600, endpoint=False)
+        directions = np.stack([np.cos(angles), np.sin(angles)], axis=1)
+        taps = np.stack([kx.ravel(), ky.ravel()], axis=1)
+        responses = ((directions @ taps.T) > 0) @ taps
+        return peak * float(np.hypot(responses[:, 0], responses[:, 1]).max())
+
+    def apply(self, images: np.ndarray, extension: str = ".png") -> list[np.ndarray]:
+        """Compute the output samples of an ``(N, C, H, W)`` batch of same-type images.
+
+        Returns one ``(C', H, W)`` array per image, ready for :func:`imgrad.io.write_image`.
+        """
+        dtype = images.dtype
+        if dtype != np.uint8:  # 16-bit: float32 holds it exactly, and CUDA has no uint16 math
+            images = images.astype(np.float32)
+        elif not images.flags.writeable:
+            images = images.copy()
+        x = torch.from_numpy(images).to(self.device)
+        bits = self.bits_for(dtype, extension)
+        # the colour rule applies to colour images; a grey image is its own luminance and max
+        color = self.color if images.shape[1] == 3 else ("max" if self.binary else "channels")
+        if self.operator == "canny":
+            edges = canny(
+                x,
+                self.low,
+                self.high,
+                ksize=self.ksize,
+                l2gradient=self.l2gradient,
+                sigma=self.sigma,
+                color=color,
+                thresholds=self.thresholds,
+            )
+            return [_binary_samples(e, bits) for e in edges]
+        if self.operator == "laplacian":
+            values = laplacian(
+                x, self.ksize, border=self.border, normalized=self.normalized, color=color
+            )
+            return self._samples(values, dtype, bits)
+        g = spatial_gradient(
+            x,
+            self.operator,
+            ksize=self.ksize,
+            border=self.border,
+            normalized=self.normalized,
+            color=color,
+        )
+        if self.result == "gx":
+            return self._samples(g.gx, dtype, bits)
+        if self.result == "gy":
+            return self._samples(g.gy, dtype, bits)
+        if self.result == "orientation":
+            return self._samples(orientation(g), dtype, bits)
+        m = magnitude(g)
+        if self.result == "mask":
+            assert self.threshold is not None
+            return [_binary_samples(mask, bits) for mask in self.threshold.apply(m)]
+        if self.result == "picture":
+            return self._pictures(m, g, dtype, bits)
+        return self._samples(m, dtype, bits)
+
+    def _samples(self, values: torch.Tensor, dtype: np.dtype, bits: int) -> list[np.ndarray]:
+        if self.mapping == "raw":
+            return [v.float().numpy(force=True) for v in values]
+        if self.mapping == "stretch":
+            return [
+                image_io.to_image_values(v, bits=bits, mode="stretch", signed=self.signed)
+                for v in values
+            ]
+        scale = self.scale
+        if scale is None:
+            top = 2 ** (bits - 1) - 1 if self.signed else 2**bits - 1
+            scale = top / self.full_scale(dtype)
+        values = values.cpu()
+        return [
+            image_io.to_image_values(v, bits=bits, scale=scale, signed=self.signed) for v in values
+        ]
+
+    def _pictures(
+        self, m: torch.Tensor, g: Gradients, dtype: np.dtype, bits: int
+    ) -> list[np.ndarray]:
+        brightest: float | None = None  # stretch: each image's own largest magnitude
+        if self.mapping == "fixed":
+            brightest = (
+                (2**bits - 1) / self.scale if self.scale is not None else self.full_scale(dtype)
+            )
+        angles = orientation(g)
+        pictures = [
+            image_io.orientation_picture(mi, ai, max_magnitude=brightest)
+            for mi, ai in zip(m.cpu(), angles.cpu(), strict=True)
+        ]
+        return pictures if bits == 8 else [p.astype(np.uint16) * 257 for p in pictures]
+
+
+def _peak(dtype: np.dtype) -> float:
+    """The largest sample value of an image of ``dtype`` (float images are taken as [0, 1])."""
+    if dtype == np.uint8:
+        return 255.0
+    if dtype == np.uint16:
+        return 65535.0
+    return 1.0
+
+
+def _kernel(rows: Stencil, cols: Stencil) -> np.ndarray:
+    """2-D correlation kernel of ``rows`` applied along y and ``cols`` along x, centred."""
+    radius = max(rows.before, rows.after, cols.before, cols.after)
+    out = np.zeros((2 * radius + 1, 2 * radius + 1))
+    top, left = radius - rows.origin, radius - cols.origin
+    out[top : top + len(rows.taps), left : left + len(cols.taps)] = np.outer(rows.taps, cols.taps)
+    return out
+
+
+def _binary_samples(mask: torch.Tensor, bits: int) -> np.ndarray:
+    """A boolean mask as 0/255 (8-bit) or 0/65535 (16-bit) samples."""
+    array = mask.numpy(force=True)
+    return array.astype(np.uint8) * 255 if bits == 8 else array.astype(np.uint16) * 65535
+
+
+# --------------------------------------------------------------------------- one file
+
+
+Source = str | os.PathLike[str] | IO[bytes]
+
+
+def process_file(
+    source: Source,
+    dest: Source,
+    recipe: Recipe,
+    *,
+    format: str | None = None,
+    alpha: str = "composite",
+    max_pixels: int | None = image_io.DEFAULT_MAX_PIXELS,
+) -> None:
+    """Read ``source``, apply ``recipe`` and write ``dest`` atomically.
+
+    ``source``/``dest`` are paths or binary streams (``format`` is then required for ``dest``).
+    Raises :class:`imgrad.io.ImageReadError` for unreadable input, ``ValueError`` for an output
+    the format cannot hold or a destination that is the source, ``OSError`` for write failures.
+    """
+    is_path = isinstance(dest, (str, os.PathLike))
+    if format is not None:
+        extension = FORMAT_EXTENSIONS.get(format, "." + format.lower().lstrip("."))
+    elif is_path:
+        extension = Path(dest).suffix
+    else:
+        raise ValueError("format is required when writing to a stream")
+    recipe.check_extension(extension)
+    if is_path and isinstance(source, (str, os.PathLike)) and _same_file(source, dest):
+        raise ValueError(f"refusing to write onto the input '{source}'")
+    image = image_io.read_image(source, alpha=alpha, max_pixels=max_pixels)
+    (out,) = recipe.apply(image[None], extension)
+    image_io.write_image(dest, out, format=format)
+
+
+def _same_file(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+# --------------------------------------------------------------------------- directory trees
+
+
+@dataclass(frozen=True)
+class Task:
+    """One input file and the output it becomes."""
+
+    source: Path
+    dest: Path
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A file that could not be processed, and why (one line)."""
+
+    path: str
+    reason: str
+
+
+@dataclass
+class Plan:
+    """The files of a tree: to process, skipped as up to date, and refused up front."""
+
+    tasks: list[Task] = field(default_factory=list)
+    skipped: list[Task] = field(default_factory=list)
+    failures: list[Failure] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Reported after every finished file. ``done`` counts processed and failed files."""
+
+    done: int
+    total: int
+    failed: int
+    elapsed: float
+    path: str
+
+
+@dataclass
+class Summary:
+    """What a :func:`process_tree` run did."""
+
+    input: str
+    output: str
+    processed: int = 0
+    skipped: int = 0
+    failures: list[Failure] = field(default_factory=list)
+    seconds: float = 0.0
+    interrupted: bool = False
+    removed_temporary: int = 0
+
+    @property
+    def failed(self) -> int:
+        return len(self.failures)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready content, counts first."""
+        out = asdict(self)
+        out["failures"] = [asdict(f) for f in self.failures]
+        return {"failed": self.failed, **out}
+
+
+def _inside(path: Path, root: Path) -> bool:
+    return path == root or root in path.parents
+
+
+def _wanted(relative: str, patterns: Sequence[str]) -> bool:
+    """Supported image extension, or any of ``patterns`` (case-insensitive; a pattern with a
+    "/" matches the relative path, otherwise the file name)."""
+    name = relative.rsplit("/", 1)[-1]
+    if not patterns:
+        return Path(name).suffix.lower() in image_io.SUPPORTED_INPUT_EXTENSIONS
+    return any(
+        fnmatch.fnmatchcase((relative if "/" in p else name).lower(), p.lower()) for p in patterns
+    )
+
+
+def _scan(root: Path, patterns: Sequence[str], recursive: bool) -> list[str]:
+    """Relative POSIX paths of the wanted files under ``root``, sorted; hidden names skipped."""
+    found = []
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if recursive and not d.startswith("."))
+        base = Path(folder).relative_to(root)
+        for name in sorted(files):
+            relative = (base / name).as_posix()
+            if not name.startswith(".") and _wanted(relative, patterns):
+                found.append(relative)
+    return found
+
+
+def plan_tree(
+    input_dir: str | os.PathLike[str],
+    output_dir: str | os.PathLike[str],
+    *,
+    extension: str = ".png",
+    patterns: Sequence[str] = (),
+    recursive: bool = True,
+    overwrite: bool = False,
+) -> Plan:
+    """List the work of mirroring ``input_dir`` into ``output_dir``; nothing is written.
+
+    Raises ``ValueError`` if ``input_dir`` is not a directory, ``output_dir`` is a file, or the
+    output directory is the input directory or inside it.
+    """
+    source_root, dest_root = Path(input_dir), Path(output_dir)
+    if not source_root.is_dir():
+        raise ValueError(f"input '{source_root}' is not a directory")
+    if dest_root.exists() and not dest_root.is_dir():
+        raise ValueError(f"output '{dest_root}' exists and is not a directory")
+    if _inside(dest_root.resolve(), source_root.resolve()):
+        raise ValueError(
+            f"output directory '{dest_root}' is inside the input directory '{source_root}'; "
+            f"choose one outside it (its outputs would be read back as inputs)"
+        )
+    relatives = _scan(source_root, patterns, recursive)
+    sources = {(source_root / r).resolve() for r in relatives}
+    plan = Plan()
+    owner: dict[Path, Path] = {}
+    for relative in relatives:
+        source = source_root / relative
+        dest = (dest_root / relative).with_suffix(extension)
+        if dest in owner:
+            reason = f"same output '{dest}' as '{owner[dest]}'; rename one of them"
+            plan.failures.append(Failure(str(source), reason))
+            continue
+        owner[dest] = source
+        if dest.resolve() in sources:
+            plan.failures.append(Failure(str(source), f"its output '{dest}' is an input"))
+        elif not overwrite and _up_to_date(source, dest):
+            plan.skipped.append(Task(source, dest))
+        else:
+            plan.tasks.append(Task(source, dest))
+    return plan
+
+
+def _up_to_date(source: Path, dest: Path) -> bool:
+    try:
+        return dest.stat().st_mtime_ns > source.stat().st_mtime_ns
+    except OSError:
+        return False
+
+
+def _remove_temporary(root: Path) -> int:
+    """Delete temporary files left in ``root`` by a killed run; return how many."""
+    removed = 0
+    for folder, _, files in os.walk(root):
+        for name in files:
+            if name.startswith(".") and name.endswith(_TMP_MARKER):
+                (Path(folder) / name).unlink(missing_ok=True)
+                removed += 1
+    return removed
+
+
+def process_tree(
+    input_dir: str | os.PathLike[str],
+    output_dir: str | os.PathLike[str],
+    recipe: Recipe,
+    *,
+    format: str = "png",
+    patterns: Sequence[str] = (),
+    recursive: bool = True,
+    overwrite: bool = False,
+    workers: int = 4,
+    batch_size: int = 16,
+    alpha: str = "composite",
+    max_pixels: int | None = image_io.DEFAULT_MAX_PIXELS,
+    on_progress: Callable[[Progress], None] | None = None,
+    on_failure: Callable[[Failure], None] | None = None,
+) -> Summary:
+    """Apply ``recipe`` to every image of ``input_dir``, mirroring the tree into ``output_dir``.
+
+    ``format`` is ``"png"``, ``"tiff"`` or ``"npy"``; ``patterns`` are glob patterns replacing
+    the default filter (the supported image extensions); ``workers`` threads read and write;
+    ``batch_size`` same-size images are computed together. ``on_progress`` is called after each
+    file, ``on_failure`` for each failure as it happens. A ``KeyboardInterrupt`` stops the run
+    after the writes under way are finished; the summary then says ``interrupted``.
+
+    Raises ``ValueError`` for refused arguments (see :func:`plan_tree`, :meth:`Recipe.
+    check_extension`); failures of single files are collected in the summary instead.
+    """
+    if format not in FORMAT_EXTENSIONS:
+        raise ValueError(f"format must be one of {', '.join(FORMAT_EXTENSIONS)}; got {format!r}")
+    if workers < 1 or batch_size < 1:
+        raise ValueError("workers and batch_size must be at least 1")
+    extension = FORMAT_EXTENSIONS[format]
+    recipe.check_extension(extension)
+    start = time.perf_counter()
+    plan = plan_tree(
+        input_dir,
+        output_dir,
+        extension=extension,
+        patterns=patterns,
+        recursive=recursive,
+        overwrite=overwrite,
+    )
+    summary = Summary(str(input_dir), str(output_dir), skipped=len(plan.skipped))
+    dest_root = Path(output_dir)
+    dest_root.mkdir(parents=True, exist_ok=True)
+    summary.removed_temporary = _remove_temporary(dest_root)
+    for failure in plan.failures:
+        summary.failures.append(failure)
+        if on_failure:
+            on_failure(failure)
+    done = 0
+
+    def report(task: Task, reason: str | None) -> None:
+        nonlocal done
+        done += 1
+        if reason is None:
+            summary.processed += 1
+        else:
+            failure = Failure(str(task.source), reason)
+            summary.failures.append(failure)
+            if on_failure:
+                on_failure(failure)
+        if on_progress:
+            elapsed = time.perf_counter() - start
+            failed = done - summary.processed
+            on_progress(Progress(done, len(plan.tasks), failed, elapsed, str(task.source)))
+
+    runner = _Runner(recipe, extension, dest_root.resolve(), alpha, max_pixels, batch_size, report)
+    summary.interrupted = runner.run(plan.tasks, workers)
+    summary.seconds = time.perf_counter() - start
+    return summary
+
+
+def _reason(action: str, path: Path, error: BaseException) -> str:
+    """One line naming the file: imgrad.io's read errors already do; others get a prefix."""
+    if isinstance(error, image_io.ImageReadError):
+        return str(error)
+    if isinstance(error, OSError) and error.strerror:
+        return f"cannot {action} '{path}': {error.strerror}"
+    return f"cannot {action} '{path}': {error}"
+
+
+class _Runner:
+    """Reads on threads, computes same-size batches on the calling thread, writes on threads."""
+
+    def __init__(
+        self,
+        recipe: Recipe,
+        extension: str,
+        dest_root: Path,
+        alpha: str,
+        max_pixels: int | None,
+        batch_size: int,
+        report: Callable[[Task, str | None], None],
+    ) -> None:
+        self.recipe = recipe
+        self.extension = extension
+        self.dest_root = dest_root
+        self.alpha = alpha
+        self.max_pixels = max_pixels
+        self.batch_size = batch_size
+        self.report = report
+        self.buckets: dict[tuple[Any, ...], list[tuple[Task, np.ndarray]]] = {}
+        self.writes: dict[Future[None], Task] = {}
+
+    def run(self, tasks: Iterable[Task], workers: int) -> bool:
+        """Process ``tasks``; return True if a ``KeyboardInterrupt`` stopped the run."""
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="imgrad-io")
+        reads: deque[tuple[Task, Future[np.ndarray]]] = deque()
+        todo = iter(tasks)
+        window = self.batch_size + 2 * workers  # images held in memory at most, roughly
+        try:
+            while True:
+                while len(reads) + self._held() < window:
+                    task = next(todo, None)
+                    if task is None:
+                        break
+                    reads.append((task, self.pool.submit(self._read, task)))
+                if not reads:
+                    break
+                task, future = reads.popleft()
+                try:
+                    image = future.result()
+                except Exception as error:  # one bad file never stops the batch
+                    self.report(task, _reason("read", task.source, error))
+                else:
+                    self._add(task, image)
+                self._reap(block=len(self.writes) > window)
+            for key in list(self.buckets):
+                self._flush(key)
+            self._reap(everything=True)
+            return False
+        except KeyboardInterrupt:
+            # Writes under way finish (each is atomic); queued reads and writes are dropped.
+            self.pool.shutdown(wait=True, cancel_futures=True)
+            self._reap(everything=True)
+            return True
+        finally:
+            self.pool.shutdown(wait=True)
+
+    def _held(self) -> int:
+        return sum(len(items) for items in self.buckets.values())
+
+    def _read(self, task: Task) -> np.ndarray:
+        return image_io.read_image(task.source, alpha=self.alpha, max_pixels=self.max_pixels)
+
+    def _add(self, task: Task, image: np.ndarray) -> None:
+        key = (image.shape, image.dtype.str)
+        items = self.buckets.setdefault(key, [])
+        items.append((task, image))
+        if len(items) >= self.batch_size or len(items) * image[0].size >= _MAX_BATCH_PIXELS:
+            self._flush(key)
+        elif self._held() >= self.batch_size:  # many sizes: compute the fullest bucket
+            self._flush(max(self.buckets, key=lambda k: len(self.buckets[k])))
+
+    def _flush(self, key: tuple[Any, ...]) -> None:
+        """Compute one bucket; if the batch fails, image by image to single out the culprit."""
+        items = self.buckets.pop(key)
+        try:
+            stack = np.stack([image for _, image in items])
+            outputs: list[np.ndarray | None] = list(self.recipe.apply(stack, self.extension))
+        except Exception:
+            outputs = []
+            for task, image in items:
+                try:
+                    outputs.extend(self.recipe.apply(image[None], self.extension))
+                except Exception as error:
+                    outputs.append(None)
+                    self.report(task, _reason("process", task.source, error))
+        for (task, _), out in zip(items, outputs, strict=True):
+            if out is not None:
+                self.writes[self.pool.submit(self._write, task, out)] = task
+
+    def _write(self, task: Task, out: np.ndarray) -> None:
+        task.dest.parent.mkdir(parents=True, exist_ok=True)
+        if not _inside(task.dest.parent.resolve(), self.dest_root):
+            raise ValueError("it is outside the output directory (a symbolic link?)")
+        image_io.write_image(task.dest, out)
+
+    def _reap(self, *, block: bool = False, everything: bool = False) -> None:
+        """Report finished writes; ``block`` waits for one at least, ``everything`` for all."""
+        for future in [f for f in self.writes if f.cancelled()]:
+            del self.writes[future]  # dropped by an interrupt: nothing written, never "done"
+        if everything or (block and self.writes):
+            finished, _ = wait(
+                self.writes, return_when=ALL_COMPLETED if everything else FIRST_COMPLETED
+            )
+        else:
+            finished = {f for f in self.writes if f.done()}
+        for future in finished:
+            task = self.writes.pop(future)
+            error = future.exception()
+            self.report(task, None if error is None else _reason("write", task.dest, error))

@@ -1,0 +1,435 @@
+"""Tests of imgrad.batch: recipes (values to samples) and directory processing."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from imgrad import batch
+from imgrad import io as imgrad_io
+from imgrad.batch import Recipe, Threshold, plan_tree, process_file, process_tree
+
+U8 = np.dtype(np.uint8)
+U16 = np.dtype(np.uint16)
+
+
+def step_image(height: int = 8, width: int = 8, high: int = 255, dtype=np.uint8) -> np.ndarray:
+    """(1, H, W): 0 on the left half, ``high`` on the right half."""
+    image = np.zeros((1, height, width), dtype)
+    image[:, :, width // 2 :] = high
+    return image
+
+
+def write(path: Path, array: np.ndarray) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    imgrad_io.write_image(path, array)
+    return path
+
+
+def make_tree(root: Path, count: int = 4) -> list[Path]:
+    """``count`` small images in ``root`` and ``root/sub``, two sizes."""
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(count):
+        size = (1, 12, 10) if i % 2 else (3, 9, 11)
+        folder = root / "sub" if i >= count // 2 else root
+        array = rng.integers(0, 256, size, dtype=np.uint8)
+        paths.append(write(folder / f"img{i}.png", array))
+    return paths
+
+
+def leftovers(root: Path) -> list[str]:
+    return [name for _, _, names in os.walk(root) for name in names if ".imgrad-tmp" in name]
+
+
+# --------------------------------------------------------------------------- full scale
+
+
+def test_full_scale_values() -> None:
+    """The documented full scales: Sobel 3 magnitude sqrt(20)·peak, gx 4·peak, and friends."""
+    assert Recipe().full_scale(U8) == pytest.approx(math.sqrt(20) * 255, rel=1e-12)
+    assert Recipe(result="gx").full_scale(U8) == 4 * 255
+    assert Recipe(result="gy").full_scale(U16) == 4 * 65535
+    assert Recipe(result="gx", normalized=True).full_scale(U8) == 255 / 2
+    assert Recipe(operator="central", result="gx").full_scale(np.dtype(np.float32)) == 0.5
+    assert Recipe(operator="laplacian", ksize=1).full_scale(U8) == 4 * 255
+    assert Recipe(operator="laplacian", ksize=3).full_scale(U8) == 8 * 255
+    assert Recipe(result="orientation").full_scale(U8) == 2 * math.pi
+
+
+@pytest.mark.parametrize("operator", ["sobel", "scharr", "prewitt", "central"])
+def test_full_scale_is_reached_and_never_exceeded(operator: str) -> None:
+    """The full scale is the largest magnitude: one 3x3 image reaches it, noise stays below."""
+    recipe = Recipe(operator=operator, mapping="raw")
+    full = recipe.full_scale(U8)
+    images = np.random.default_rng(1).integers(0, 2, (32, 1, 7, 7), dtype=np.uint8) * 255
+    assert max(out.max() for out in recipe.apply(images)) <= full * (1 + 1e-6)
+    # the extreme 3x3 images: 255 where the response to a direction (cos t, sin t) is positive
+    op = batch.get_operator(operator)
+    kx, ky = batch._kernel(op.smoothing, op.derivative), batch._kernel(op.derivative, op.smoothing)
+    peak = 0.0
+    for t in np.linspace(0, 2 * np.pi, 720, endpoint=False):
+        image = ((np.cos(t) * kx + np.sin(t) * ky) > 0).astype(np.uint8)[None, None] * 255
+        peak = max(peak, float(recipe.apply(image)[0][0, 1, 1]))
+    assert peak == pytest.approx(full, rel=1e-6)
+
+
+# --------------------------------------------------------------------------- values to samples
+
+
+def test_fixed_mapping_of_a_step_edge() -> None:
+    """Fixed scale: the value is rint(response × top / full scale); signed 0 is mid-grey."""
+    image = step_image()[None]
+    (magnitude,) = Recipe().apply(image)
+    assert magnitude.dtype == np.uint8 and magnitude.shape == (1, 8, 8)
+    assert magnitude[0, 3, 3] == round(1020 * 255 / (math.sqrt(20) * 255))  # 228
+    assert magnitude[0, 3, 0] == 0
+    (gx,) = Recipe(result="gx").apply(image)
+    assert gx[0, 3, 3] == 255 and gx[0, 3, 0] == 128  # +full -> 128 + 127, 0 -> 128
+    (gy,) = Recipe(result="gy").apply(image)
+    assert (gy == 128).all()
+
+
+def test_scale_overrides_the_fixed_gain() -> None:
+    (out,) = Recipe(scale=0.1).apply(step_image()[None])
+    assert out[0, 3, 3] == 102  # 1020 × 0.1
+
+
+def test_stretch_and_raw() -> None:
+    image = step_image(high=10)[None]
+    (stretched,) = Recipe(mapping="stretch").apply(image)
+    assert stretched.max() == 255
+    (raw,) = Recipe(mapping="raw").apply(image)
+    assert raw.dtype == np.float32 and raw.max() == 40.0
+
+
+def test_default_bits_follow_the_input() -> None:
+    """8-bit in -> 8-bit out, 16-bit in -> 16-bit out; masks and pictures 8; JPEG always 8."""
+    recipe = Recipe()
+    assert recipe.bits_for(U8, ".png") == 8
+    assert recipe.bits_for(U16, ".png") == 16
+    assert recipe.bits_for(np.dtype(np.float32), ".tif") == 16
+    assert recipe.bits_for(U16, ".jpg") == 8
+    assert Recipe(result="mask").bits_for(U16, ".png") == 8
+    assert Recipe(result="picture").bits_for(U16, ".png") == 8
+    assert Recipe(bits=16).bits_for(U8, ".png") == 16
+
+
+def test_sixteen_bit_precision_is_kept() -> None:
+    """A ramp of step 1 in 16-bit data: gx = 8 survives exactly with --scale 1."""
+    ramp = np.tile(np.arange(10, dtype=np.uint16) + 1000, (1, 6, 1))
+    (gx,) = Recipe(result="gx", scale=1.0).apply(ramp[None])
+    assert gx.dtype == np.uint16
+    assert (gx[0, :, 1:-1] == 32768 + 8).all() and (gx[0, :, [0, -1]] == 32768).all()
+
+
+def test_results_shapes_and_types() -> None:
+    rgb = np.random.default_rng(2).integers(0, 256, (2, 3, 9, 10), dtype=np.uint8)
+    expect = {
+        "magnitude": ((1, 9, 10), np.uint8),
+        "orientation": ((1, 9, 10), np.uint8),
+        "picture": ((3, 9, 10), np.uint8),
+        "mask": ((1, 9, 10), np.uint8),
+    }
+    for result, (shape, dtype) in expect.items():
+        outs = Recipe(result=result).apply(rgb)
+        assert len(outs) == 2
+        assert all(o.shape == shape and o.dtype == dtype for o in outs), result
+    (channels,) = Recipe(color="channels").apply(rgb[:1])
+    assert channels.shape == (3, 9, 10)
+    (mask,) = Recipe(result="mask").apply(rgb[:1])
+    assert set(np.unique(mask)) <= {0, 255}
+    (edges,) = Recipe(operator="canny", low=50.0, high=100.0, color="max", bits=16).apply(rgb[:1])
+    assert edges.dtype == np.uint16 and set(np.unique(edges)) <= {0, 65535}
+
+
+def test_canny_recipe_equals_the_library() -> None:
+    image = np.random.default_rng(3).integers(0, 256, (1, 1, 20, 20), dtype=np.uint8)
+    from imgrad.canny import canny
+
+    (edges,) = Recipe(operator="canny", low=100.0, high=200.0).apply(image)
+    expected = canny(torch.from_numpy(image), 100.0, 200.0).numpy()[0]
+    assert np.array_equal(edges, expected.astype(np.uint8) * 255)
+
+
+def test_thresholds() -> None:
+    magnitude = torch.tensor([[[[0.0, 1.0, 2.0, 3.0]]]])
+    assert Threshold("value", value=1.0).apply(magnitude).tolist() == [
+        [[[False, False, True, True]]]
+    ]
+    assert Threshold("relative", value=0.5).apply(magnitude)[0, 0, 0, 2]
+    assert Threshold("hysteresis", low=0.5, high=2.5).apply(magnitude).all(-1).logical_not().all()
+    assert Threshold("otsu").apply(magnitude).any()
+
+
+@pytest.mark.parametrize(
+    "options, match",
+    [
+        ({"operator": "roberts"}, "operator must be one of"),
+        ({"result": "edges"}, "result must be one of"),
+        ({"operator": "laplacian", "result": "magnitude"}, "has one result"),
+        ({"threshold": Threshold("otsu")}, "makes a mask"),
+        ({"mapping": "stretch", "scale": 2.0}, "fixed mapping only"),
+        ({"bits": 12}, "bits must be 8 or 16"),
+        ({"result": "mask", "mapping": "stretch"}, "do not apply"),
+        ({"mapping": "raw", "bits": 16}, "bits do not apply"),
+        ({"result": "orientation", "mapping": "stretch"}, "full circle"),
+        ({"result": "picture", "color": "channels"}, "one channel"),
+        ({"operator": "laplacian", "color": "max"}, "not max"),
+        ({"operator": "scharr", "ksize": 5}, "ksize applies to sobel only"),
+        ({"operator": "canny", "low": 1.0}, "give both low and high"),
+        ({"border": "mirror"}, "unknown border"),
+    ],
+)
+def test_recipe_refuses_bad_combinations(options: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        Recipe(**options)
+
+
+def test_threshold_refuses_bad_values() -> None:
+    with pytest.raises(ValueError, match="required"):
+        Threshold("value")
+    with pytest.raises(ValueError, match="must not exceed"):
+        Threshold("hysteresis", low=3.0, high=1.0)
+
+
+def test_check_extension() -> None:
+    with pytest.raises(ValueError, match=".tif or .npy"):
+        Recipe(mapping="raw").check_extension(".png")
+    with pytest.raises(ValueError, match="needs .npy"):
+        Recipe(mapping="raw", color="channels").check_extension(".tif")
+    with pytest.raises(ValueError, match="8-bit samples only"):
+        Recipe(bits=16).check_extension(".jpg")
+    Recipe(mapping="raw").check_extension(".TIF")
+
+
+# --------------------------------------------------------------------------- one file
+
+
+def test_process_file_and_refusal_to_overwrite_the_input(tmp_path: Path) -> None:
+    source = write(tmp_path / "in.png", step_image())
+    process_file(source, tmp_path / "out.tif", Recipe(mapping="raw"))
+    assert imgrad_io.read_image(tmp_path / "out.tif").dtype == np.float32
+    with pytest.raises(ValueError, match="onto the input"):
+        process_file(source, source, Recipe())
+    with pytest.raises(imgrad_io.ImageReadError, match="no such file"):
+        process_file(tmp_path / "missing.png", tmp_path / "x.png", Recipe())
+
+
+# --------------------------------------------------------------------------- planning
+
+
+def test_plan_mirrors_filters_and_skips_hidden(tmp_path: Path) -> None:
+    source = tmp_path / "in"
+    make_tree(source)
+    write(source / ".hidden" / "x.png", step_image())
+    write(source / ".dot.png", step_image())
+    (source / "notes.txt").write_text("not an image")
+    plan = plan_tree(source, tmp_path / "out")
+    rel = sorted(t.dest.relative_to(tmp_path / "out").as_posix() for t in plan.tasks)
+    assert rel == ["img0.png", "img1.png", "sub/img2.png", "sub/img3.png"]
+    flat = plan_tree(source, tmp_path / "out", recursive=False)
+    assert len(flat.tasks) == 2
+    globbed = plan_tree(source, tmp_path / "out", patterns=["*3.PNG", "*.txt"], extension=".npy")
+    assert sorted(t.dest.name for t in globbed.tasks) == ["img3.npy", "notes.npy"]
+    by_path = plan_tree(source, tmp_path / "out", patterns=["sub/*"])
+    assert len(by_path.tasks) == 2
+
+
+def test_plan_reports_name_collisions(tmp_path: Path) -> None:
+    source = tmp_path / "in"
+    write(source / "a.png", step_image())
+    write(source / "a.bmp", step_image())
+    plan = plan_tree(source, tmp_path / "out")
+    assert len(plan.tasks) == 1
+    (failure,) = plan.failures
+    assert failure.path.endswith("a.png") and "rename one of them" in failure.reason
+
+
+@pytest.mark.parametrize("inner", [".", "edges", "sub/edges"])
+def test_output_inside_input_is_refused(tmp_path: Path, inner: str) -> None:
+    make_tree(tmp_path)
+    with pytest.raises(ValueError, match="inside the input directory"):
+        plan_tree(tmp_path, tmp_path / inner)
+
+
+def test_plan_refuses_file_arguments(tmp_path: Path) -> None:
+    image = write(tmp_path / "a.png", step_image())
+    with pytest.raises(ValueError, match="not a directory"):
+        plan_tree(image, tmp_path / "out")
+    (tmp_path / "in").mkdir()
+    with pytest.raises(ValueError, match="not a directory"):
+        plan_tree(tmp_path / "in", image)
+
+
+def test_never_writes_onto_an_input(tmp_path: Path) -> None:
+    """Output containing the input: a mirrored name that is an input is refused."""
+    write(tmp_path / "in" / "a.png", step_image())
+    write(tmp_path / "in" / "in" / "a.png", step_image())
+    plan = plan_tree(tmp_path / "in", tmp_path)
+    (failure,) = plan.failures
+    assert "is an input" in failure.reason
+
+
+# --------------------------------------------------------------------------- processing trees
+
+
+def test_tree_with_bad_files(tmp_path: Path) -> None:
+    """Corrupt, truncated, text and empty files fail one by one; the rest is written."""
+    source = tmp_path / "in"
+    good = make_tree(source)
+    data = (source / "img0.png").read_bytes()
+    (source / "sub" / "truncated.png").write_bytes(data[: len(data) // 2])
+    (source / "corrupt.png").write_bytes(data[:40] + bytes(200) + data[240:])
+    (source / "text.png").write_text("this is not a picture")
+    (source / "empty.png").write_bytes(b"")
+    write(source / "tiny.png", np.zeros((1, 1, 1), np.uint8))  # too small for a 3x3 stencil
+    events, failures = [], []
+    summary = process_tree(
+        source, tmp_path / "out", Recipe(), on_progress=events.append, on_failure=failures.append
+    )
+    assert summary.processed == len(good)
+    assert summary.failed == 5 == len(failures)
+    reasons = {Path(f.path).name: f.reason for f in summary.failures}
+    assert "truncated" in reasons["truncated.png"]
+    assert "not an image" in reasons["text.png"] and "not an image" in reasons["empty.png"]
+    assert "cannot read" in reasons["corrupt.png"]
+    assert "cannot process" in reasons["tiny.png"] and "too small" in reasons["tiny.png"]
+    assert all(Path(f.path).name in f.reason for f in summary.failures)
+    assert [e.done for e in events] == list(range(1, 10)) and events[-1].total == 9
+    assert events[-1].failed == 5
+    assert sorted(p.name for p in (tmp_path / "out").rglob("*.png")) == [
+        "img0.png",
+        "img1.png",
+        "img2.png",
+        "img3.png",
+    ]
+    assert leftovers(tmp_path) == []
+
+
+def test_batched_equals_one_by_one(tmp_path: Path) -> None:
+    source = tmp_path / "in"
+    paths = make_tree(source, count=6)
+    recipe = Recipe(mapping="stretch")
+    process_tree(source, tmp_path / "out", recipe, batch_size=3, workers=2)
+    for path in paths:
+        relative = path.relative_to(source)
+        process_file(path, tmp_path / "one.png", recipe)
+        assert np.array_equal(
+            imgrad_io.read_image(tmp_path / "out" / relative),
+            imgrad_io.read_image(tmp_path / "one.png"),
+        )
+
+
+def test_resume_skips_up_to_date_outputs(tmp_path: Path) -> None:
+    source, out = tmp_path / "in", tmp_path / "out"
+    paths = make_tree(source)
+    assert process_tree(source, out, Recipe()).processed == 4
+    second = process_tree(source, out, Recipe())
+    assert (second.processed, second.skipped) == (0, 4)
+    future = paths[0].stat().st_mtime + 100  # the input changed after its output
+    os.utime(paths[0], (future, future))
+    third = process_tree(source, out, Recipe())
+    assert (third.processed, third.skipped) == (1, 3)
+    forced = process_tree(source, out, Recipe(), overwrite=True)
+    assert (forced.processed, forced.skipped) == (4, 0)
+
+
+def test_failed_write_leaves_no_partial_file(tmp_path: Path, monkeypatch) -> None:
+    """An encoder dying half-way (as in a kill) leaves neither a partial output nor a temp file."""
+    source = tmp_path / "in"
+    make_tree(source)
+    encode = imgrad_io._encode
+
+    def dying(stream, array, fmt):
+        if array.shape[0] == 3:  # the colour images die half-way through
+            stream.write(b"\x89PNG partial")
+            raise OSError(28, "No space left on device")
+        encode(stream, array, fmt)
+
+    monkeypatch.setattr(imgrad_io, "_encode", dying)
+    summary = process_tree(source, tmp_path / "out", Recipe(color="channels"))
+    assert summary.processed == 2 and summary.failed == 2
+    assert all("No space left on device" in f.reason for f in summary.failures)
+    assert all("cannot write" in f.reason for f in summary.failures)
+    written = sorted(p.name for p in (tmp_path / "out").rglob("*") if p.is_file())
+    assert written == ["img1.png", "img3.png"]  # the grey ones, complete
+    assert leftovers(tmp_path) == []
+    monkeypatch.setattr(imgrad_io, "_encode", encode)
+    again = process_tree(source, tmp_path / "out", Recipe(color="channels"))
+    assert (again.processed, again.skipped) == (2, 2)  # the next run finishes the job
+
+
+def test_interrupt_keeps_finished_outputs_only(tmp_path: Path, monkeypatch) -> None:
+    """Ctrl-C during the run: the summary says interrupted, only complete files exist."""
+    source = tmp_path / "in"
+    make_tree(source, count=6)
+    apply = Recipe.apply
+    calls = []
+
+    def interrupted(self, images, extension=".png"):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return apply(self, images, extension)
+
+    monkeypatch.setattr(Recipe, "apply", interrupted)
+    summary = process_tree(source, tmp_path / "out", Recipe(), batch_size=1, workers=1)
+    # two images were computed; the second write may have been dropped before it started
+    assert summary.interrupted and 1 <= summary.processed <= 2 and summary.failed == 0
+    written = list((tmp_path / "out").rglob("*.png"))
+    assert len(written) == summary.processed
+    for path in written:
+        assert imgrad_io.read_image(path).shape[0] == 1  # complete, readable
+    assert leftovers(tmp_path) == []
+    monkeypatch.setattr(Recipe, "apply", apply)
+    rest = process_tree(source, tmp_path / "out", Recipe())
+    assert (rest.processed, rest.skipped) == (6 - summary.processed, summary.processed)
+
+
+def test_stale_temporary_files_are_removed(tmp_path: Path) -> None:
+    source, out = tmp_path / "in", tmp_path / "out"
+    make_tree(source)
+    (out / "sub").mkdir(parents=True)
+    (out / "sub" / ".img2.png.1a2b3c4d.imgrad-tmp").write_bytes(b"half an image")
+    (out / "keep.txt").write_text("not ours")
+    summary = process_tree(source, out, Recipe())
+    assert summary.removed_temporary == 1
+    assert leftovers(out) == [] and (out / "keep.txt").exists()
+
+
+def test_symlink_out_of_the_output_directory_is_refused(tmp_path: Path) -> None:
+    source, out, elsewhere = tmp_path / "in", tmp_path / "out", tmp_path / "elsewhere"
+    make_tree(source)
+    out.mkdir()
+    elsewhere.mkdir()
+    (out / "sub").symlink_to(elsewhere, target_is_directory=True)
+    summary = process_tree(source, out, Recipe())
+    assert summary.processed == 2 and summary.failed == 2
+    assert all("outside the output directory" in f.reason for f in summary.failures)
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_summary_dict(tmp_path: Path) -> None:
+    make_tree(tmp_path / "in")
+    (tmp_path / "in" / "bad.png").write_text("x")
+    content = process_tree(tmp_path / "in", tmp_path / "out", Recipe(), format="npy").to_dict()
+    assert content["processed"] == 4 and content["failed"] == 1 and content["skipped"] == 0
+    assert content["failures"][0]["path"].endswith("bad.png")
+    assert set(content) >= {"input", "output", "seconds", "interrupted", "removed_temporary"}
+    assert len(list((tmp_path / "out").rglob("*.npy"))) == 4
+
+
+def test_process_tree_argument_errors(tmp_path: Path) -> None:
+    make_tree(tmp_path / "in")
+    with pytest.raises(ValueError, match="format must be one of"):
+        process_tree(tmp_path / "in", tmp_path / "out", Recipe(), format="gif")
+    with pytest.raises(ValueError, match="at least 1"):
+        process_tree(tmp_path / "in", tmp_path / "out", Recipe(), workers=0)
+    with pytest.raises(ValueError, match=".tif or .npy"):
+        process_tree(tmp_path / "in", tmp_path / "out", Recipe(mapping="raw"))

@@ -1,0 +1,584 @@
+"""Tests of the ``imgrad`` command line: CliRunner for every command and option, and real runs of
+the installed console script (one per major feature)."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import click
+import cv2
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner, Result
+from imgrad_cli import options
+from imgrad_cli.main import cli
+from imgrad_cli.progress import ProgressPrinter, duration
+from PIL import Image
+
+import imgrad
+from imgrad import batch, spatial_gradient
+from imgrad import io as imgrad_io
+from imgrad.canny import COLORS, THRESHOLD_MODES, canny
+from imgrad.threshold import hysteresis_threshold
+
+SAMPLES = Path(__file__).resolve().parent.parent / "sample_images"
+COMMANDS = ("sobel", "scharr", "prewitt", "central", "gradient", "laplacian", "canny")
+SHARED = {
+    "--color",
+    "--format",
+    "--bits",
+    "--alpha",
+    "--max-pixels",
+    "--device",
+    "--glob",
+    "--recursive",
+    "--overwrite",
+    "--jobs",
+    "--batch-size",
+    "--quiet",
+    "--json",
+}
+
+
+def run(args: list[str], code: int = 0, stdin: bytes | None = None) -> Result:
+    """Invoke the CLI; check the exit code and that no traceback escaped."""
+    result = CliRunner().invoke(cli, [str(a) for a in args], input=stdin, prog_name="imgrad")
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    assert result.exit_code == code, result.output
+    return result
+
+
+def rgb_image(height: int = 24, width: int = 20, seed: int = 0) -> np.ndarray:
+    """(3, H, W) uint8: a bright square on a noisy background."""
+    rng = np.random.default_rng(seed)
+    image = rng.integers(0, 40, (3, height, width), dtype=np.uint8)
+    image[:, 6:16, 5:14] += 180
+    return image
+
+
+def save(path: Path, array: np.ndarray) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    imgrad_io.write_image(path, array)
+    return path
+
+
+def read(path: Path) -> np.ndarray:
+    """The image as a writable array (torch warns about read-only ones)."""
+    return imgrad_io.read_image(path).copy()
+
+
+@pytest.fixture
+def rgb(tmp_path: Path) -> Path:
+    return save(tmp_path / "rgb.png", rgb_image())
+
+
+@pytest.fixture
+def grey(tmp_path: Path) -> Path:
+    return save(tmp_path / "grey.png", rgb_image()[:1])
+
+
+def make_tree(root: Path) -> None:
+    """Four good images (two sizes, a subdirectory) and two bad ones."""
+    save(root / "a.png", rgb_image(seed=1))
+    save(root / "b.png", rgb_image(seed=2)[:1])
+    save(root / "sub" / "c.png", rgb_image(16, 16, seed=3))
+    save(root / "sub" / "d.jpg", rgb_image(seed=4))
+    (root / "sub" / "text.png").write_text("not an image")
+    (root / "zero.png").write_bytes(b"")
+
+
+# --------------------------------------------------------------------------- help, version
+
+
+def test_help_lists_commands_examples_and_exit_codes() -> None:
+    out = run(["--help"]).output
+    for name in COMMANDS:
+        assert name in out
+    assert "Examples:" in out and "Exit codes" in out
+
+
+@pytest.mark.parametrize("name", COMMANDS)
+def test_every_command_and_option_is_documented(name: str) -> None:
+    command = cli.commands[name]
+    assert "Examples:" in (command.epilog or "")
+    flags = set()
+    for param in command.params:
+        if isinstance(param, click.Option):
+            assert param.help, f"{name} {param.opts} has no help"
+            flags.update(param.opts)
+    assert SHARED <= flags, SHARED - flags
+    assert "Examples:" in run([name, "--help"]).output
+
+
+def test_choices_match_the_library() -> None:
+    """The CLI repeats names so that --help needs no torch; they must agree with the library."""
+    assert options.BORDERS == tuple(imgrad.BORDERS)
+    assert options.RESULTS == batch.GRADIENT_RESULTS
+    assert options.MAPPINGS == batch.MAPPINGS
+    assert options.FORMATS == batch.FORMAT_EXTENSIONS
+    assert set(options.OUTPUT_EXTENSIONS) == imgrad_io.SUPPORTED_OUTPUT_EXTENSIONS
+    assert options.DEFAULT_MAX_PIXELS == imgrad_io.DEFAULT_MAX_PIXELS
+    params = {p.name: p for p in cli.commands["canny"].params}
+    assert tuple(params["thresholds"].type.choices) == THRESHOLD_MODES
+    assert set(params["color"].type.choices) == set(COLORS)
+
+
+def test_version() -> None:
+    assert run(["--version"]).output.strip() == f"imgrad {imgrad.__version__}"
+
+
+# --------------------------------------------------------------------------- single files
+
+
+def test_sobel_file_equals_the_library(rgb: Path, tmp_path: Path) -> None:
+    run(["sobel", rgb, tmp_path / "out.png"])
+    expected = batch.Recipe().apply(read(rgb)[None])[0]
+    assert np.array_equal(read(tmp_path / "out.png"), expected)
+    with Image.open(tmp_path / "out.png") as im:
+        assert im.mode == "L" and im.size == (20, 24)
+
+
+@pytest.mark.parametrize("name", COMMANDS)
+def test_every_command_runs(name: str, rgb: Path, tmp_path: Path) -> None:
+    run([name, rgb, tmp_path / "out.png"])
+    out = read(tmp_path / "out.png")
+    assert out.shape == (1, 24, 20) and out.dtype == np.uint8
+
+
+@pytest.mark.parametrize(
+    "result, channels",
+    [("magnitude", 1), ("gx", 1), ("gy", 1), ("orientation", 1), ("picture", 3), ("mask", 1)],
+)
+def test_every_result(result: str, channels: int, rgb: Path, tmp_path: Path) -> None:
+    run(["scharr", rgb, tmp_path / "out.png", "--result", result])
+    out = read(tmp_path / "out.png")
+    assert out.shape == (channels, 24, 20)
+    if result == "mask":
+        assert set(np.unique(out)) == {0, 255}
+
+
+@pytest.mark.parametrize(
+    "args, method",
+    [
+        (["--threshold", "300"], {"method": "value", "value": 300.0}),
+        (["--threshold-relative", "0.5"], {"method": "relative", "value": 0.5}),
+        (["--otsu"], {"method": "otsu"}),
+        (["--hysteresis", "100", "400"], {"method": "hysteresis", "low": 100.0, "high": 400.0}),
+    ],
+)
+def test_threshold_options_make_masks(args: list, method: dict, grey: Path, tmp_path: Path):
+    run(["sobel", grey, tmp_path / "mask.png", *args])
+    recipe = batch.Recipe(result="mask", threshold=batch.Threshold(**method))
+    assert np.array_equal(read(tmp_path / "mask.png"), recipe.apply(read(grey)[None])[0])
+
+
+def test_hysteresis_mask_is_in_magnitude_units(grey: Path, tmp_path: Path) -> None:
+    run(["sobel", grey, tmp_path / "mask.png", "--hysteresis", "100", "400"])
+    m = imgrad.magnitude(spatial_gradient(torch.from_numpy(read(grey)).float()))
+    expected = hysteresis_threshold(m, 100, 400).numpy().astype(np.uint8) * 255
+    assert np.array_equal(read(tmp_path / "mask.png"), expected)
+
+
+def test_mapping_and_scale(grey: Path, tmp_path: Path) -> None:
+    run(["sobel", grey, tmp_path / "raw.npy"])  # .npy defaults to raw float32
+    raw = np.load(tmp_path / "raw.npy")
+    assert raw.dtype == np.float32 and raw.shape == (1, 24, 20)
+    run(["sobel", grey, tmp_path / "raw.tif", "--mapping", "raw"])
+    assert np.array_equal(read(tmp_path / "raw.tif"), raw)
+    run(["sobel", grey, tmp_path / "one.png", "--scale", "0.25"])
+    assert np.array_equal(read(tmp_path / "one.png"), np.clip(np.rint(raw * 0.25), 0, 255))
+    run(["sobel", grey, tmp_path / "stretch.png", "--mapping", "stretch"])
+    assert read(tmp_path / "stretch.png").max() == 255
+    run(["sobel", grey, tmp_path / "fixed.png"])
+    full = math.sqrt(20) * 255
+    assert np.array_equal(read(tmp_path / "fixed.png"), np.rint(raw * 255 / full))
+    run(["sobel", grey, tmp_path / "mag.npy", "--mapping", "fixed"])
+    assert np.load(tmp_path / "mag.npy").dtype == np.uint8
+
+
+def test_operator_options_reach_the_library(grey: Path, tmp_path: Path) -> None:
+    args = ["--result", "gx", "--ksize", "5", "--border", "replicate", "--normalized"]
+    run(["sobel", grey, tmp_path / "gx.npy", *args])
+    expected = spatial_gradient(read(grey), ksize=5, border="replicate", normalized=True).gx
+    assert np.array_equal(np.load(tmp_path / "gx.npy"), expected)
+
+
+def test_color_options(rgb: Path, tmp_path: Path) -> None:
+    run(["sobel", rgb, tmp_path / "channels.png", "--color", "channels"])
+    assert read(tmp_path / "channels.png").shape == (3, 24, 20)
+    run(["sobel", rgb, tmp_path / "max.npy", "--color", "max"])
+    expected = imgrad.magnitude(spatial_gradient(read(rgb), color="max"))
+    assert np.array_equal(np.load(tmp_path / "max.npy"), expected)
+
+
+def test_bits_and_format(grey: Path, tmp_path: Path) -> None:
+    run(["sobel", grey, tmp_path / "out16.png", "--bits", "16"])
+    assert read(tmp_path / "out16.png").dtype == np.uint16
+    run(["sobel", grey, tmp_path / "out.tif", "--format", "tiff"])
+    assert read(tmp_path / "out.tif").dtype == np.uint8
+    result = run(["sobel", grey, tmp_path / "out.png", "--format", "tiff"], code=2)
+    assert "contradicts" in result.output
+
+
+def test_laplacian_equals_opencv(grey: Path, tmp_path: Path) -> None:
+    run(["laplacian", grey, tmp_path / "lap.npy", "--ksize", "3"])
+    expected = cv2.Laplacian(read(grey)[0], cv2.CV_32F, ksize=3)
+    assert np.array_equal(np.load(tmp_path / "lap.npy")[0], expected)
+    run(["laplacian", grey, tmp_path / "lap.png"])
+    assert read(tmp_path / "lap.png")[0, 0, 0] in range(120, 137)  # near mid-grey
+
+
+def test_canny_equals_opencv(tmp_path: Path) -> None:
+    source = SAMPLES / "coins.png"
+    image = read(source)[0]
+    run(["canny", source, tmp_path / "edges.png", "--low", "100", "--high", "200"])
+    assert np.array_equal(read(tmp_path / "edges.png")[0], cv2.Canny(image, 100, 200))
+    run(["canny", source, tmp_path / "e5.png", "--low", "300", "--high", "900", "--ksize", "5"])
+    expected = cv2.Canny(image, 300, 900, apertureSize=5, L2gradient=False)
+    assert np.array_equal(read(tmp_path / "e5.png")[0], expected)
+    run(["canny", source, tmp_path / "l2.png", "--low", "100", "--high", "200", "--l2"])
+    assert np.array_equal(read(tmp_path / "l2.png")[0], cv2.Canny(image, 100, 200, L2gradient=True))
+
+
+def test_canny_options(rgb: Path, tmp_path: Path) -> None:
+    run(["canny", rgb, tmp_path / "auto.png"])  # automatic thresholds
+    expected = canny(torch.from_numpy(read(rgb))).numpy().astype(np.uint8) * 255
+    assert np.array_equal(read(tmp_path / "auto.png"), expected)
+    run(["canny", rgb, tmp_path / "s.png", "--sigma", "1.4", "--color", "luminance"])
+    rel = ["--thresholds", "relative", "--low", "0.1", "--high", "0.3"]
+    run(["canny", rgb, tmp_path / "r.png", *rel])
+    assert set(np.unique(read(tmp_path / "r.png"))) == {0, 255}
+    run(["canny", rgb, tmp_path / "r16.png", "--bits", "16"])
+    assert set(np.unique(read(tmp_path / "r16.png"))) == {0, 65535}
+    assert "give both low and high" in run(["canny", rgb, "x.png", "--low", "9"], code=2).output
+    run(["canny", rgb, "x.png", "--sigma", "0"], code=2)
+    result = run(["canny", rgb, "x.png", *rel[:2], "--low", "3", "--high", "5"], code=2)
+    assert "fractions" in result.output
+
+
+def test_sixteen_bit_round_trip(tmp_path: Path) -> None:
+    """16-bit in -> 16-bit out by default, every bit kept (a ramp of step 100)."""
+    ramp = np.tile(np.arange(12, dtype=np.uint16) * 100 + 20000, (1, 5, 1))
+    source = save(tmp_path / "ramp16.png", ramp)
+    run(["sobel", source, tmp_path / "gx.png", "--result", "gx", "--scale", "1"])
+    gx = read(tmp_path / "gx.png")
+    assert gx.dtype == np.uint16
+    assert (gx[0, :, 1:-1] == 32768 + 800).all() and (gx[0, :, [0, -1]] == 32768).all()
+    run(["sobel", source, tmp_path / "mag.png"])  # default: fixed scale, 16 bits
+    mag = read(tmp_path / "mag.png")
+    assert mag.dtype == np.uint16
+    assert (mag[0, :, 1:-1] == round(800 * 65535 / (math.sqrt(20) * 65535))).all()
+    run(["sobel", source, tmp_path / "mag8.png", "--bits", "8"])
+    assert read(tmp_path / "mag8.png").dtype == np.uint8
+
+
+def test_exif_orientation_is_applied(tmp_path: Path) -> None:
+    stored = rgb_image(8, 14)[0]
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° clockwise to view
+    Image.fromarray(stored).save(tmp_path / "rotated.png", exif=exif)
+    run(["sobel", tmp_path / "rotated.png", tmp_path / "out.png"])
+    upright = np.ascontiguousarray(np.rot90(stored, k=-1))[None]
+    assert np.array_equal(read(tmp_path / "out.png"), batch.Recipe().apply(upright[None])[0])
+
+
+def test_alpha_options(tmp_path: Path) -> None:
+    rgba = np.zeros((12, 12, 4), np.uint8)
+    rgba[:, 6:, :3] = 255  # white on the right, but transparent
+    Image.fromarray(rgba).save(tmp_path / "rgba.png")
+    run(["sobel", tmp_path / "rgba.png", tmp_path / "c.png"])
+    assert read(tmp_path / "c.png").max() == 0  # hidden colour makes no edges
+    run(["sobel", tmp_path / "rgba.png", tmp_path / "d.png", "--alpha", "drop"])
+    assert read(tmp_path / "d.png").max() > 0
+
+
+def test_stdin_and_stdout(rgb: Path, tmp_path: Path) -> None:
+    run(["sobel", rgb, tmp_path / "file.png"])
+    result = run(["sobel", "-", "-"], stdin=rgb.read_bytes())
+    assert result.stdout_bytes == (tmp_path / "file.png").read_bytes()
+    result = run(["sobel", rgb, "-", "--format", "npy", "--result", "gx"])
+    assert np.load(io.BytesIO(result.stdout_bytes)).dtype == np.float32
+    run(["sobel", "-", tmp_path / "from_stdin.png"], stdin=rgb.read_bytes())
+    assert np.array_equal(read(tmp_path / "from_stdin.png"), read(tmp_path / "file.png"))
+
+
+def test_output_directory_for_a_file(rgb: Path, tmp_path: Path) -> None:
+    (tmp_path / "dir").mkdir()
+    run(["sobel", rgb, tmp_path / "dir"])
+    assert (tmp_path / "dir" / "rgb.png").exists()
+    assert "stdin has no name" in run(["sobel", "-", tmp_path / "dir"], code=2, stdin=b"").output
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["sobel", "missing.png", "out.png"], "does not exist"),
+        (["sobel", "{rgb}", "out.gif"], "unsupported extension '.gif'"),
+        (["sobel", "{rgb}", "out"], "unsupported extension '(none)'"),
+        (["sobel", "{rgb}", "out.png", "--border", "mirror"], "'mirror' is not one of"),
+        (["sobel", "{rgb}", "out.png", "--ksize", "4"], "'4' is not one of"),
+        (["scharr", "{rgb}", "out.png", "--ksize", "5"], "No such option '--ksize'"),
+        (["sobel", "{rgb}", "out.png", "--bits", "12"], "'12' is not one of"),
+        (["sobel", "{rgb}", "out.png", "--scale", "-1"], "must be positive"),
+        (["sobel", "{rgb}", "out.png", "--threshold-relative", "2"], "0<=x<=1"),
+        (["sobel", "{rgb}", "out.png", "--otsu", "--threshold", "3"], "choose one threshold"),
+        (["sobel", "{rgb}", "out.png", "--result", "gx", "--otsu"], "makes a mask"),
+        (["sobel", "{rgb}", "out.png", "--mapping", "raw"], "needs .tif or .npy"),
+        (
+            ["sobel", "{rgb}", "out.png", "--result", "picture", "--color", "channels"],
+            "one channel",
+        ),
+        (["laplacian", "{rgb}", "out.png", "--color", "max"], "'max' is not one of"),
+        (["sobel", "{rgb}", "out.png", "--glob", "*.png"], "directory INPUT only"),
+        (["sobel", "{rgb}", "out.png", "--json"], "directory INPUT only"),
+        (["sobel", "{rgb}", "{rgb}"], "onto the input"),
+        (["sobel", "{tree}", "edges.png"], "must be one"),
+        (["sobel", "{tree}", "-"], "directory OUTPUT"),
+        (["sobel", "{tree}", "{tree}/edges"], "inside the input directory"),
+        (["sobel", "{tree}", "{rgb}"], "is not a directory"),
+        (["sobel", "{tree}", "out", "--format", "png", "--mapping", "raw"], "needs .tif or .npy"),
+        (["sobel", "{tree}", "out", "--jobs", "0"], "x>=1"),
+        (["sobel", "{rgb}", "out.png", "--max-pixels", "-1"], "x>=0"),
+        (["sobel"], "Missing argument 'INPUT'"),
+        (["roberts", "a", "b"], "No such command"),
+    ],
+)
+def test_usage_errors_exit_2(
+    args: list, message: str, rgb: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "tree").mkdir()
+    filled = [a.format(rgb=rgb, tree=tmp_path / "tree") for a in args]
+    monkeypatch.chdir(tmp_path)
+    result = run(filled, code=2)
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")
+def test_cuda_without_a_gpu_is_a_usage_error(rgb: Path, tmp_path: Path) -> None:
+    result = run(["sobel", rgb, tmp_path / "o.png", "--device", "cuda"], code=2)
+    assert "CUDA is not available" in result.output
+
+
+def test_data_errors_exit_1_with_one_line(rgb: Path, tmp_path: Path) -> None:
+    (tmp_path / "text.png").write_text("hello")
+    data = rgb.read_bytes()
+    (tmp_path / "truncated.png").write_bytes(data[: len(data) // 2])
+    (tmp_path / "zero.png").write_bytes(b"")
+    cases = {
+        "text.png": "not an image",
+        "truncated.png": "truncated",
+        "zero.png": "not an image",
+    }
+    for name, reason in cases.items():
+        result = run(["sobel", tmp_path / name, tmp_path / "out.png"], code=1)
+        assert result.stderr.count("\n") == 1 and name in result.stderr and reason in result.stderr
+    result = run(["sobel", rgb, tmp_path / "out.png", "--max-pixels", "100"], code=1)
+    assert "480 pixels is more than the limit of 100" in result.stderr
+    assert "--max-pixels" in result.stderr
+    run(["sobel", rgb, tmp_path / "big.png", "--max-pixels", "0"])  # 0 lifts the limit
+    result = run(["sobel", rgb, tmp_path / "rgb.png" / "out.png"], code=1)  # parent is a file
+    assert "cannot write" in result.stderr and "Not a directory" in result.stderr
+    result = run(["sobel", rgb, tmp_path / "no" / "such" / "dir.png"], code=1)
+    assert "No such file or directory" in result.stderr
+    assert not list(tmp_path.glob("*.imgrad-tmp"))
+
+
+# --------------------------------------------------------------------------- directories
+
+
+def test_directory_run_with_bad_files(tmp_path: Path) -> None:
+    make_tree(tmp_path / "in")
+    result = run(["sobel", tmp_path / "in", tmp_path / "out"], code=1)
+    assert result.stdout == ""
+    err = result.stderr
+    assert err.count("Error: cannot read") == 2 and "text.png" in err and "zero.png" in err
+    assert "6/6 [" in err and "files/s" in err  # the final progress line
+    assert "4 processed, 0 skipped (up to date), 2 failed" in err
+    written = sorted(
+        p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*.*")
+    )
+    assert written == ["a.png", "b.png", "sub/c.png", "sub/d.png"]
+    again = run(["sobel", tmp_path / "in", tmp_path / "out", "--quiet"], code=1)
+    assert "processed" not in again.stderr and "Error:" in again.stderr  # errors still shown
+
+
+def test_directory_json_summary_and_resume(tmp_path: Path) -> None:
+    make_tree(tmp_path / "in")
+    args = ["canny", tmp_path / "in", tmp_path / "out", "--json", "--quiet"]
+    first = json.loads(run(args, code=1).stdout)
+    assert (first["processed"], first["skipped"], first["failed"]) == (4, 0, 2)
+    assert {Path(f["path"]).name for f in first["failures"]} == {"text.png", "zero.png"}
+    assert all("cannot read" in f["reason"] for f in first["failures"])
+    assert first["interrupted"] is False and first["seconds"] >= 0
+    second = json.loads(run(args, code=1).stdout)
+    assert (second["processed"], second["skipped"]) == (0, 4)
+    source = tmp_path / "in" / "a.png"
+    later = source.stat().st_mtime + 60
+    os.utime(source, (later, later))
+    third = json.loads(run(args, code=1).stdout)
+    assert (third["processed"], third["skipped"]) == (1, 3)
+    forced = json.loads(run([*args, "--overwrite"], code=1).stdout)
+    assert (forced["processed"], forced["skipped"]) == (4, 0)
+
+
+def test_directory_filters_and_formats(tmp_path: Path) -> None:
+    make_tree(tmp_path / "in")
+    run(["sobel", tmp_path / "in", tmp_path / "jpg", "--glob", "*.JPG", "-q"])
+    assert [p.name for p in (tmp_path / "jpg").rglob("*.png")] == ["d.png"]
+    run(["sobel", tmp_path / "in", tmp_path / "flat", "--no-recursive", "--glob", "[ab].png"])
+    assert sorted(p.name for p in (tmp_path / "flat").rglob("*")) == ["a.png", "b.png"]
+    run(["sobel", tmp_path / "in", tmp_path / "raw", "--mapping", "raw", "--glob", "a.png"])
+    assert read(tmp_path / "raw" / "a.tif").dtype == np.float32  # raw defaults to TIFF
+    run(["sobel", tmp_path / "in", tmp_path / "npy", "--format", "npy", "--glob", "a.png"])
+    assert np.load(tmp_path / "npy" / "a.npy").dtype == np.float32
+    run(
+        [
+            "scharr",
+            tmp_path / "in",
+            tmp_path / "par",
+            "-j",
+            "1",
+            "--batch-size",
+            "1",
+            "--glob",
+            "*.png",
+            "--glob",
+            "*.jpg",
+            "--result",
+            "picture",
+        ],
+        code=1,
+    )
+    assert len(list((tmp_path / "par").rglob("*.png"))) == 4
+
+
+def test_progress_printer() -> None:
+    from imgrad.batch import Progress
+
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    stream = Tty()
+    printer = ProgressPrinter(stream)
+    printer(Progress(done=5, total=20, failed=1, elapsed=2.0, path="x.png"))
+    printer.message("Error: something")
+    printer(Progress(done=20, total=20, failed=1, elapsed=8.0, path="y.png"))
+    printer.close()
+    text = stream.getvalue()
+    assert " 5/20 [######..................]  25%  2.5 files/s  ETA 6s  1 failed" in text
+    assert "\r\x1b[KError: something\n" in text and text.endswith("\n")
+    quiet = io.StringIO()
+    ProgressPrinter(quiet, enabled=False)(Progress(1, 1, 0, 1.0, "x"))
+    assert quiet.getvalue() == ""
+    assert (duration(42), duration(187), duration(3723)) == ("42s", "3:07", "1:02:03")
+
+
+# --------------------------------------------------------------------------- real processes
+
+
+def console(*args: str, **kwargs) -> subprocess.CompletedProcess:
+    executable = shutil.which("imgrad")
+    assert executable, "install with: pip install -e . --no-deps"
+    return subprocess.run([executable, *args], capture_output=True, timeout=120, **kwargs)
+
+
+def test_help_and_argument_errors_do_not_import_torch() -> None:
+    script = (
+        "import sys\n"
+        "from imgrad_cli.main import cli\n"
+        "codes = []\n"
+        "for args in (['--help'], ['sobel', '--help'], ['--version'], ['sobel', '--ksize', '4'],"
+        " ['canny', 'missing.png', 'x.png'], ['sobel', sys.executable, 'out.gif']):\n"
+        "    try:\n"
+        "        cli.main(args, prog_name='imgrad')\n"
+        "    except SystemExit as exit:\n"
+        "        codes.append(exit.code)\n"
+        "print(codes, 'torch' in sys.modules, 'imgrad' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.stdout.strip().splitlines()[-1] == "[0, 0, 0, 2, 2, 2] False False"
+
+
+def test_console_script_file_and_pipe(rgb: Path, tmp_path: Path) -> None:
+    done = console("sobel", str(rgb), str(tmp_path / "out.png"))
+    assert done.returncode == 0 and done.stderr == b""
+    expected = (tmp_path / "out.png").read_bytes()
+    piped = console("sobel", "-", "-", input=rgb.read_bytes())
+    assert piped.returncode == 0 and piped.stdout == expected
+    bad = console("sobel", str(tmp_path / "nothing.png"), "x.png")
+    assert (
+        bad.returncode == 2 and b"does not exist" in bad.stderr and b"Traceback" not in bad.stderr
+    )
+
+
+def test_console_script_directory_json(tmp_path: Path) -> None:
+    make_tree(tmp_path / "in")
+    done = console("prewitt", str(tmp_path / "in"), str(tmp_path / "out"), "--json")
+    assert done.returncode == 1
+    summary = json.loads(done.stdout)
+    assert (summary["processed"], summary["failed"]) == (4, 2)
+    assert b"4 processed, 0 skipped (up to date), 2 failed" in done.stderr
+
+
+def test_console_script_killed_midway_leaves_complete_images(tmp_path: Path) -> None:
+    """SIGKILL at a random moment: every output present is complete, the rerun finishes."""
+    rng = np.random.default_rng(5)
+    for i in range(600):
+        save(
+            tmp_path / "in" / f"{i // 100}" / f"{i:03}.png",
+            rng.integers(0, 256, (1, 32, 32), dtype=np.uint8),
+        )
+    out = tmp_path / "out"
+    args = ["sobel", str(tmp_path / "in"), str(out), "--quiet", "-j", "1", "--batch-size", "1"]
+    process = subprocess.Popen([shutil.which("imgrad"), *args], stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and len(list(out.rglob("*.png"))) < 20:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
+    written = list(out.rglob("*.png"))
+    assert 20 <= len(written) < 600, "the run finished before the kill"
+    for path in written:
+        assert read(path).shape == (1, 32, 32)
+    rerun = console(*args[:-5], "--json")
+    summary = json.loads(rerun.stdout)
+    assert rerun.returncode == 0
+    assert summary["skipped"] == len(written) and summary["processed"] == 600 - len(written)
+    assert not [p for p in out.rglob("*") if ".imgrad-tmp" in p.name]
+
+
+def test_console_script_sigterm_stops_cleanly(tmp_path: Path) -> None:
+    rng = np.random.default_rng(6)
+    for i in range(600):
+        save(tmp_path / "in" / f"{i:03}.png", rng.integers(0, 256, (1, 32, 32), dtype=np.uint8))
+    out = tmp_path / "out"
+    args = ["sobel", str(tmp_path / "in"), str(out), "-j", "1", "--batch-size", "1", "--json"]
+    process = subprocess.Popen(
+        [shutil.which("imgrad"), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and len(list(out.rglob("*.png"))) < 20:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGTERM)
+    stdout, stderr = process.communicate(timeout=30)
+    assert process.returncode == 130, stderr
+    summary = json.loads(stdout)
+    assert summary["interrupted"] and summary["processed"] == len(list(out.rglob("*.png")))
+    assert b"run the same command again" in stderr
+    assert not [p for p in out.rglob("*") if ".imgrad-tmp" in p.name]
