@@ -23,6 +23,8 @@ photographs for ksize 3, 5, 7 and both norms in ``tests/test_canny.py``).
 from __future__ import annotations
 
 import math
+import os
+import warnings
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -30,11 +32,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._input import _to_tensor, check_choice, prepare
+from ._input import _to_tensor, check_choice, compute_dtype, prepare
 from .engine import correlate, pad
-from .gradients import _luminance, first_derivatives, orientation
-from .operators import Stencil, get_operator
-from .threshold import _bordered_positions, _components_with_seed, nms_keep, otsu_threshold
+from .gradients import _luminance, first_derivatives_extended, orientation
+from .operators import Operator, Stencil, get_operator
+from .threshold import _components_with_seed, bordered_positions, nms_keep, otsu_threshold
 
 __all__ = ["Canny", "CannyResult", "canny", "gaussian_stencil"]
 
@@ -179,67 +181,232 @@ def _score_threshold(t: torch.Tensor, spec: CannySpec, compat: bool) -> torch.Te
     return t
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """What the dense kernel bakes in: one compiled function per distinct plan."""
+
+    op: Operator
+    l2: bool
+    #: dtype of gy, gx: int32 for 8/16-bit integer data (exact), else the floating compute dtype.
+    compute: torch.dtype
+    #: dtype of the score (L1 norm or squared L2 norm): ``compute``, or int64/float64 for L2.
+    score: torch.dtype
+    #: OpenCV's Sobel 7 on uint8: ``round(g / 16)``.
+    round16: bool
+
+
+def _plan(spec: CannySpec, dtype: torch.dtype, compat: bool) -> _Plan:
+    op = get_operator("sobel", spec.ksize)
+    gain = sum(abs(t) for t in op.derivative.taps) * sum(op.smoothing.taps)
+    integer = dtype in _INT_RANGE and spec.sigma is None and spec.color == "max"
+    bound = _INT_RANGE.get(dtype, 0) * gain
+    round16 = compat and spec.ksize == 7
+    if round16:
+        bound /= 16
+    if integer:
+        compute = torch.int32  # |g| <= 65535 * 1280 < 2**31
+        score = torch.int64 if spec.l2gradient and 2 * bound * bound >= 2**31 else compute
+    else:
+        compute = compute_dtype(dtype)
+        if bound > _FLOAT32_EXACT:
+            compute = torch.float64  # 16-bit Sobel 7 responses need more than 24 bits
+        wide = spec.l2gradient and 2 * bound * bound > _FLOAT32_EXACT
+        score = torch.float64 if wide else compute
+    return _Plan(op, spec.l2gradient, compute, score, round16)
+
+
+def _gradients(
+    window: torch.Tensor, plan: _Plan
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(score, gy, gx)`` ``(N, 1, h, w)`` of a window extended by the radius on every side.
+
+    Colour: per pixel the channel of largest score, the first one on ties (as OpenCV).
+    """
+    r = plan.op.radius
+    gy, gx = first_derivatives_extended(window.to(plan.compute), plan.op, r)
+    if plan.round16:  # cv2: Sobel(scale=1/16) to int16, rounding half to even
+        gy = (gy.to(torch.float32) / 16).round().to(plan.compute)
+        gx = (gx.to(torch.float32) / 16).round().to(plan.compute)
+    if plan.l2:
+        wy, wx = gy.to(plan.score), gx.to(plan.score)
+        score = wy * wy + wx * wx
+    else:
+        score = gy.abs() + gx.abs()
+    best, by, bx = score[:, :1], gy[:, :1], gx[:, :1]
+    for c in range(1, score.shape[1]):
+        better = score[:, c : c + 1] > best
+        best = torch.where(better, score[:, c : c + 1], best)
+        by = torch.where(better, gy[:, c : c + 1], by)
+        bx = torch.where(better, gx[:, c : c + 1], bx)
+    return best, by, bx
+
+
+def _strip_state(
+    window: torch.Tensor,
+    inside: torch.Tensor,
+    low: torch.Tensor,
+    high: torch.Tensor,
+    plan: _Plan,
+) -> torch.Tensor:
+    """The dense part of Canny on one strip of rows: ``(h, w)`` uint8, 0 / 1 weak / 2 strong.
+
+    ``window`` is ``(1, C, h + 2r + 2, w + 2r)``: the strip's rows with ``r + 1`` rows above and
+    below and ``r`` columns on each side (border-extended). The score is computed on the strip
+    and the row on each side of it, set to 0 on rows outside the image (``inside`` is
+    ``(h + 2, 1)`` bool) and zero-padded left and right, then suppressed and thresholded.
+    """
+    score, gy, gx = _gradients(window, plan)
+    score = torch.where(inside, score[0, 0], torch.zeros_like(score[0, 0]))
+    bordered = F.pad(score, (1, 1))
+    keep = nms_keep(bordered, gy[0, 0, 1:-1], gx[0, 0, 1:-1])
+    m = score[1:-1]
+    weak = keep & (m > low)
+    return weak.to(torch.uint8) + (weak & (m > high)).to(torch.uint8)
+
+
+#: Pixels of one strip (rows x width): its int32 temporaries stay cache-sized.
+STRIP_ELEMENTS = 1 << 17
+#: Smaller images run the kernel eagerly: compiling (seconds, once per plan and width) won't pay.
+COMPILE_MIN_PIXELS = 1 << 21
+_COMPILED: dict[_Plan, Any] = {}
+_STATE = {"compile": os.environ.get("IMGRAD_COMPILE", "1") != "0", "failed": False}
+
+
+def _standalone(t: torch.Tensor) -> torch.Tensor:
+    """``t`` as a tensor of its own on the same memory, not a view: dynamo guards on a view's
+    base, which differs from call to call (same idea as :mod:`imgrad.fast`)."""
+    return t.new_empty(0).set_(t.untyped_storage(), t.storage_offset(), t.shape, t.stride())
+
+
+def _kernel(plan: _Plan, pixels: int) -> Any:
+    """The strip kernel: compiled (inductor, static shapes: every strip of an image has the same
+    shape, so one graph per plan, channel count and width) for large images,
+    eager for small ones, inside ``torch.compile`` tracing, with ``IMGRAD_COMPILE=0``, and for
+    good once a compilation failed (with a warning)."""
+
+    def eager(window, inside, low, high):
+        return _strip_state(window, inside, low, high, plan)
+
+    if (
+        pixels < COMPILE_MIN_PIXELS
+        or not _STATE["compile"]
+        or _STATE["failed"]
+        or torch.compiler.is_compiling()
+    ):
+        return eager
+    if plan not in _COMPILED:
+        _COMPILED[plan] = torch.compile(eager, dynamic=False, fullgraph=True)
+    compiled = _COMPILED[plan]
+
+    def run(window, inside, low, high):
+        if not _STATE["failed"]:
+            try:
+                with warnings.catch_warnings():  # inductor's deprecations are not the caller's
+                    warnings.simplefilter("ignore", DeprecationWarning)
+                    return compiled(_standalone(window), _standalone(inside), low, high)
+            except Exception as error:  # noqa: BLE001 - any compiler failure: run eagerly
+                _STATE["failed"] = True
+                warnings.warn(
+                    f"imgrad: torch.compile failed ({type(error).__name__}: {error}); Canny "
+                    "runs eagerly from now on (same edges, slower)",
+                    RuntimeWarning,
+                    stacklevel=4,
+                )
+        return eager(window, inside, low, high)
+
+    return run
+
+
+def _replicate(x: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
+    """``x`` ``(N, C, H, W)`` extended by ``rows`` above and below and ``cols`` left and right,
+    replicating its edge pixels; by slice copies (``engine.pad`` gathers, 10x slower here)."""
+    n, c, h, w = x.shape
+    out = x.new_empty(n, c, h + 2 * rows, w + 2 * cols)
+    body = out[:, :, rows : rows + h]
+    body[..., cols : cols + w] = x
+    body[..., :cols] = x[..., :1]
+    body[..., cols + w :] = x[..., -1:]
+    out[:, :, :rows] = body[:, :, :1]
+    out[:, :, rows + h :] = body[:, :, -1:]
+    return out
+
+
+def _candidates(
+    src: torch.Tensor, plan: _Plan, low: torch.Tensor, high: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Weak pixels after suppression, strip by strip: ``(bordered positions, flat indices,
+    strong flags)``, ascending (see :func:`imgrad.threshold.bordered_positions`)."""
+    n, _, h, w = src.shape
+    r = plan.op.radius
+    ext = _replicate(src, r + 1, r)
+    inside = torch.ones(h + 2, 1, dtype=torch.bool, device=src.device)
+    inside[0] = inside[-1] = False
+    rows = max(1, min(h, STRIP_ELEMENTS // w))
+    kernel = _kernel(plan, h * w)
+    positions, flats, strongs = [], [], []
+    for i in range(n):
+        for done in range(0, h, rows):
+            top = min(done, h - rows)  # the last strip overlaps the previous one: same shape
+            window = ext[i : i + 1, :, top : top + rows + 2 * r + 2]
+            state = kernel(window, inside[top : top + rows + 2], low[i], high[i])
+            index = state[done - top :].reshape(-1).nonzero().squeeze(1)  # rows not done yet
+            strongs.append(state[done - top :].reshape(-1)[index] == 2)
+            image = torch.full_like(index, i)
+            bordered, flat = bordered_positions(image, index // w + done, index % w, h, w)
+            positions.append(bordered)
+            flats.append(flat)
+    return torch.cat(positions), torch.cat(flats), torch.cat(strongs)
+
+
 def canny_core(image: Any, spec: CannySpec, details: bool = False) -> Any:
     """The body of :func:`canny` and :class:`Canny`."""
     raw, kind = _to_tensor(image, "image")
     if raw.dtype == torch.bool:
         raise TypeError("bool images are not supported; convert the mask to uint8 or float first")
-    prepared = prepare(raw, min_size=1)
-    prepared.kind = kind
-    x = prepared.image
     # OpenCV parity: uint8 data without blur are processed with OpenCV's integer arithmetic.
     compat = raw.dtype == torch.uint8 and spec.sigma is None
-    if spec.color == "luminance":
-        x = _luminance(x)
-    if spec.sigma is not None:
-        x = _blur(x, spec.sigma)
-    op = get_operator("sobel", spec.ksize)
-    gain = sum(abs(t) for t in op.derivative.taps) * sum(op.smoothing.taps)
-    bound = _INT_RANGE.get(raw.dtype, 0) * gain
-    if bound > _FLOAT32_EXACT:
-        x = x.double()  # 16-bit Sobel 7 responses need more than 24 bits
-    gy, gx = first_derivatives(x, op, "replicate")
-    if compat and spec.ksize == 7:
-        gy, gx = gy.div_(16).round_(), gx.div_(16).round_()  # cv2: Sobel(scale=1/16) to int16
-        bound /= 16
-    if spec.l2gradient:
-        if 2 * bound * bound > _FLOAT32_EXACT:
-            gy, gx = gy.double(), gx.double()
-        score = gy * gy
-        score.addcmul_(gx, gx)
+    plan = _plan(spec, raw.dtype, compat)
+    if plan.compute == torch.int32:  # integer Sobel straight from the raw data, no float copy
+        prepared = prepare(raw[..., :1, :1], min_size=1)  # validates rank and dtype, cheaply
+        if raw.shape[-2] < 1 or raw.shape[-1] < 1:
+            prepare(raw, min_size=1)  # raises the usual "too small" error
+        src = raw.reshape((1,) * (4 - raw.dim()) + tuple(raw.shape))
     else:
-        score = gy.abs()
-        score.add_(gx.abs())
-    if score.shape[1] > 1:  # colour: the channel with the largest score, first one on ties
-        index = score.argmax(dim=1, keepdim=True)
-        score, gy, gx = score.gather(1, index), gy.gather(1, index), gx.gather(1, index)
-    n, _, h, w = score.shape
-    scale = 16.0 if compat and spec.ksize == 7 else 1.0
+        prepared = prepare(raw, min_size=1)
+        src = prepared.image
+        if spec.color == "luminance":
+            src = _luminance(src)
+        if spec.sigma is not None:
+            src = _blur(src, spec.sigma)
+        src = src.to(plan.compute)
+    prepared.kind = kind
+    n, _, h, w = src.shape
+    scale = 16.0 if plan.round16 else 1.0
     need_norm = spec.low is None or spec.thresholds != "absolute" or details
-    norm = (score.sqrt() if spec.l2gradient else score) * scale if need_norm else score
+    if need_norm:  # whole-image gradients: for statistics and details only
+        r = plan.op.radius
+        score, gy, gx = _gradients(_replicate(src, r, r), plan)
+        norm = score.to(torch.float64 if plan.score == torch.int64 else prepared.out_dtype)
+        norm = (norm.sqrt() if plan.l2 else norm) * scale
+    else:
+        norm = torch.zeros(n, 1, 1, 1, device=src.device)
     low, high = _resolve_thresholds(spec, norm)
     low_s, high_s = _score_threshold(low, spec, compat), _score_threshold(high, spec, compat)
-    if not raw.is_floating_point() and spec.sigma is None:  # integer scores: s > t <=> s > floor(t)
-        low_s, high_s = low_s.floor(), high_s.floor()
-    low_s, high_s = low_s.to(score.dtype), high_s.to(score.dtype)
+    if not plan.score.is_floating_point:  # integer scores: s > t <=> s > floor(t)
+        limit = float(torch.iinfo(plan.score).max)
+        low_s, high_s = low_s.floor().clamp(-1, limit), high_s.floor().clamp(-1, limit)
+    low_s, high_s = low_s.to(plan.score), high_s.to(plan.score)
 
-    planes = score.reshape(n, h, w)
-    positions, _, flat = _bordered_positions(planes > low_s.reshape(n, 1, 1))
-    bordered = F.pad(planes, (1, 1, 1, 1)).reshape(-1)
-    keep = nms_keep(bordered, positions, gy.reshape(-1)[flat], gx.reshape(-1)[flat], w + 2)
-    positions, flat = positions[keep], flat[keep]
-    mask = torch.zeros_like(bordered, dtype=torch.bool)
-    mask[positions] = True
-    strong = bordered[positions] > high_s[flat // (h * w)]
-    connected = _components_with_seed(positions, strong, mask, w + 2, 8)
-    edges = torch.zeros(n * h * w, dtype=torch.bool, device=score.device)
+    positions, flat, strong = _candidates(src, plan, low_s, high_s)
+    connected = _components_with_seed(positions, strong, w + 2, 8)
+    edges = torch.zeros(n * h * w, dtype=torch.bool, device=src.device)
     edges[flat[connected]] = True
     edges = prepared.restore(edges.reshape(n, 1, h, w), torch.bool)
     if not details:
         return edges
     suppressed = torch.zeros(n * h * w, dtype=norm.dtype, device=norm.device)
     suppressed[flat] = norm.reshape(-1)[flat]
-    angle = orientation((gy, gx))
+    angle = orientation((gy.to(prepared.out_dtype), gx.to(prepared.out_dtype)))
     return CannyResult(
         edges,
         prepared.restore(suppressed.reshape(n, 1, h, w), prepared.out_dtype),

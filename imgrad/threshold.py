@@ -224,19 +224,20 @@ def threshold_otsu(x: Any, bins: int | None = None) -> Any:
 
 
 def _components_with_seed(
-    positions: torch.Tensor, seed: torch.Tensor, mask: torch.Tensor, row: int, connectivity: int
+    positions: torch.Tensor, seed: torch.Tensor, row: int, connectivity: int
 ) -> torch.Tensor:
     """Which candidates are connected to a seed: exact connected-component labelling.
 
-    ``positions`` are the flat indices (ascending) of the candidates in a zero-bordered grid of
-    row length ``row`` (so ``p ± 1`` and ``p ± row`` never wrap to another row or image), ``mask``
-    is that grid as a flat bool tensor (True at the candidates) and ``seed`` flags the strong
-    candidates.
+    ``positions`` are the flat indices (strictly ascending, int64) of the candidates in a
+    zero-bordered grid of row length ``row`` (so ``p ± 1`` and ``p ± row`` never wrap to another
+    row or image); ``seed`` flags the strong candidates. Only the candidates are touched: no
+    tensor here is as large as the image.
 
     Algorithm (Shiloach-Vishkin style hooking with pointer jumping, vectorised):
 
     1. Edges: each candidate is linked to its "forward" neighbours (right, and the row below:
-       below-left, below, below-right for 8-connectivity) that are candidates too.
+       below-left, below, below-right for 8-connectivity) that are candidates too, found by
+       binary search in the sorted ``positions``.
     2. Every candidate starts as its own parent ``P[i] = i``. Each round, for every edge (u, v)
        the parent of the larger root is hooked to the smaller label
        (``P[P[u]] = min(P[P[u]], P[v])`` and symmetrically, with ``scatter_reduce("amin")``), then
@@ -244,20 +245,20 @@ def _components_with_seed(
        candidate of the same component.
     3. Done when every edge joins equal labels: then each component has one label. Pointer
        jumping makes a path of length L converge in O(log L) rounds (a 1-pixel spiral filling a
-       1024² image takes about 30); convergence is tested every few rounds only.
+       2048² image takes about 35); convergence is tested every few rounds only.
     """
     k = positions.numel()
+    device = positions.device
     offsets = (1, row) if connectivity == 4 else (1, row - 1, row, row + 1)
-    rank = torch.empty(mask.numel(), dtype=torch.int64, device=positions.device)
-    rank[positions] = torch.arange(k, device=positions.device)
     us, vs = [], []
     for d in offsets:
-        neighbour = positions + d  # p + d is inside the bordered grid
-        linked = mask[neighbour]
+        target = positions + d
+        index = torch.searchsorted(positions, target).clamp_(max=max(k - 1, 0))
+        linked = positions[index] == target
         us.append(linked.nonzero().squeeze(1))
-        vs.append(rank[neighbour[linked]])
+        vs.append(index[linked])
     u, v = torch.cat(us), torch.cat(vs)
-    parent = torch.arange(k, device=positions.device)
+    parent = torch.arange(k, device=device)
     rounds = 0
     while u.numel():
         pu, pv = parent[u], parent[v]
@@ -267,24 +268,26 @@ def _components_with_seed(
         parent.scatter_reduce_(0, pv, pu, "amin")  # and the root of v under u's label
         parent = parent[parent]  # pointer jumping: every path halves
         rounds += 1
-    has_seed = torch.zeros(k, dtype=torch.bool, device=positions.device)
+    has_seed = torch.zeros(k, dtype=torch.bool, device=device)
     has_seed[parent[seed]] = True
     return has_seed[parent]
 
 
-def _bordered_positions(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Candidates of an ``(N, H, W)`` mask as flat indices into the zero-bordered grid.
+def bordered_positions(
+    image: torch.Tensor, y: torch.Tensor, x: torch.Tensor, height: int, width: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Flat indices of pixels ``(image, y, x)`` in the ``(N, H+2, W+2)`` zero-bordered grid, and
+    in the ``(N, H, W)`` grid."""
+    bordered = (image * (height + 2) + y + 1) * (width + 2) + x + 1
+    return bordered, (image * height + y) * width + x
 
-    Returns ``(positions in the (N, H+2, W+2) grid, the bordered flat mask, flat indices in the
-    (N, H, W) grid)``.
-    """
+
+def _candidates(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Candidates of an ``(N, H, W)`` mask: flat indices in the bordered and the plain grid."""
     n, h, w = mask.shape
-    bordered = F.pad(mask, (1, 1, 1, 1)).reshape(-1)
-    positions = bordered.nonzero().squeeze(1)
-    hw = (h + 2) * (w + 2)
-    image, rest = positions // hw, positions % hw
-    flat = image * (h * w) + (rest // (w + 2) - 1) * w + (rest % (w + 2) - 1)
-    return positions, bordered, flat
+    flat = mask.reshape(-1).nonzero().squeeze(1)
+    image, rest = flat // (h * w), flat % (h * w)
+    return bordered_positions(image, rest // w, rest % w, h, w)[0], flat
 
 
 def hysteresis(
@@ -295,9 +298,9 @@ def hysteresis(
     The tensor-level core of :func:`hysteresis_threshold` and :func:`imgrad.canny`.
     """
     n, h, w = candidates.shape
-    positions, bordered, flat = _bordered_positions(candidates)
+    positions, flat = _candidates(candidates)
     seed = strong.reshape(-1)[flat]
-    keep = _components_with_seed(positions, seed, bordered, w + 2, connectivity)
+    keep = _components_with_seed(positions, seed, w + 2, connectivity)
     out = torch.zeros(n * h * w, dtype=torch.bool, device=candidates.device)
     out[flat[keep]] = True
     return out.reshape(n, h, w)
@@ -347,43 +350,38 @@ def hysteresis_threshold(x: Any, low: float, high: float, connectivity: int = 8)
 # --------------------------------------------------------------------------- NMS
 
 
-def sectors(gy: torch.Tensor, gx: torch.Tensor, row: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """OpenCV's Canny sector of each gradient, as a flat neighbour offset and a tie rule.
+def nms_keep(bordered: torch.Tensor, gy: torch.Tensor, gx: torch.Tensor) -> torch.Tensor:
+    """Which pixels are maxima along their gradient sector (OpenCV's Canny rules), dense.
 
-    With ``x = |gx| * TG22`` (``TG22 = round(tan(22.5°) * 2**15)``) and ``y = |gy| * 2**15``:
-    horizontal (offset 1) if ``y < x``, vertical (offset ``row``) if ``y > x + |gx| * 2**16``,
-    else diagonal: offset ``row + 1`` (up-left/down-right) when gx and gy have the same sign,
-    ``row - 1`` (up-right/down-left) otherwise. The products are formed in float64, exact for
-    any float32 or integer-valued gradient below 2**36. Returns ``(offset, diagonal)``.
+    ``bordered`` is the magnitude ``(..., H + 2, W + 2)`` with a ring of zeros (or of the
+    neighbouring rows of a strip) around the ``(..., H, W)`` pixels of ``gy``/``gx``.
+
+    Sector (OpenCV, ``TG22 = round(tan(22.5°) * 2**15)``): with ``x = |gx| * TG22`` and
+    ``y = |gy| * 2**15``, horizontal if ``y < x``, vertical if ``y > x + |gx| * 2**16``, else
+    diagonal: up-left/down-right when gx and gy have the same sign (-0.0 counts as positive),
+    up-right/down-left otherwise. Tie rules: horizontal ``m > left and m >= right``, vertical
+    ``m > up and m >= down``, diagonals strict on both. The products are exact: int32 for
+    integer gradients below 27146 (``27146 * 79109 < 2**31``), float64 otherwise (exact below
+    2**36).
     """
-    ax, ay = gx.abs().to(torch.float64), gy.abs().to(torch.float64)
+    exact_int = not gy.is_floating_point() and gy.dtype != torch.int64
+    wide = torch.int32 if exact_int else torch.float64
+    ax, ay = gx.abs().to(wide), gy.abs().to(wide)
     tg22x = ax * TG22
-    y = ay * 32768.0
+    y = ay * 32768
     horizontal = y < tg22x
-    vertical = (y > tg22x + ax * 65536.0) & ~horizontal
-    same_sign = (gx < 0) == (gy < 0)  # OpenCV: (xs ^ ys) >= 0; -0.0 counts as positive
-    diagonal = row + torch.where(same_sign, 1, -1)
-    offset = torch.where(horizontal, 1, torch.where(vertical, row, diagonal))
-    return offset, ~(horizontal | vertical)
-
-
-def nms_keep(
-    magnitude_bordered: torch.Tensor,
-    positions: torch.Tensor,
-    gy: torch.Tensor,
-    gx: torch.Tensor,
-    row: int,
-) -> torch.Tensor:
-    """Which ``positions`` of a zero-bordered flat magnitude are maxima along their sector.
-
-    ``gy``/``gx`` are the gradients at those positions. Tie rules of OpenCV's Canny: horizontal
-    ``m > left and m >= right``, vertical ``m > up and m >= down``, diagonals strict on both.
-    """
-    offset, diagonal = sectors(gy, gx, row)
-    m = magnitude_bordered[positions]
-    before = magnitude_bordered[positions - offset]  # left, up, up-left or up-right
-    after = magnitude_bordered[positions + offset]  # right, down, down-right or down-left
-    return (m > before) & torch.where(diagonal, m > after, m >= after)
+    vertical = y > tg22x + ax * 65536
+    same_sign = (gx < 0) == (gy < 0)
+    m = bordered[..., 1:-1, 1:-1]
+    left, right = bordered[..., 1:-1, :-2], bordered[..., 1:-1, 2:]
+    up, down = bordered[..., :-2, 1:-1], bordered[..., 2:, 1:-1]
+    diagonal = torch.where(
+        same_sign,
+        (m > bordered[..., :-2, :-2]) & (m > bordered[..., 2:, 2:]),
+        (m > bordered[..., :-2, 2:]) & (m > bordered[..., 2:, :-2]),
+    )
+    vertical_keep = torch.where(vertical, (m > up) & (m >= down), diagonal)
+    return torch.where(horizontal, (m > left) & (m >= right), vertical_keep)
 
 
 def non_maximum_suppression(magnitude: Any, gy: Any, gx: Any) -> Any:
@@ -414,10 +412,5 @@ def non_maximum_suppression(magnitude: Any, gy: Any, gx: Any) -> Any:
             f"{tuple(x.shape)}"
         )
     n, c, h, w = m.shape
-    planes = m.reshape(n * c, h, w)
-    positions, _, flat = _bordered_positions(planes > 0)
-    bordered = F.pad(planes, (1, 1, 1, 1)).reshape(-1)
-    keep = nms_keep(bordered, positions, y.reshape(-1)[flat], x.reshape(-1)[flat], w + 2)
-    out = torch.zeros_like(planes).reshape(-1)
-    out[flat[keep]] = planes.reshape(-1)[flat[keep]]
-    return prepared.restore(out.reshape(n, c, h, w), m.dtype)
+    keep = nms_keep(F.pad(m, (1, 1, 1, 1)), y, x) & (m > 0)
+    return prepared.restore(torch.where(keep, m, torch.zeros_like(m)), m.dtype)

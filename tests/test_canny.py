@@ -170,3 +170,13 @@ def test_cuda_equals_cpu():
         cpu = canny(a, 50, 150, ksize=ksize, l2gradient=l2)
         assert torch.equal(canny(a.cuda(), 50, 150, ksize=ksize, l2gradient=l2).cpu(), cpu)
     assert torch.equal(canny(a.cuda()).cpu(), canny(a))
+
+
+def test_compiled_strips_equal_cv2_on_large_image():
+    """Images above COMPILE_MIN_PIXELS run the compiled strip kernel: still equal to cv2."""
+    cv2 = pytest.importorskip("cv2")
+    from imgrad.canny import COMPILE_MIN_PIXELS
+
+    a = cv2.resize(as_stored(PHOTOS[2]), (2048, 1100), interpolation=cv2.INTER_LINEAR)
+    assert a.size >= COMPILE_MIN_PIXELS
+    assert np.array_equal(canny(a, 100, 200), cv2.Canny(a, 100, 200) > 0)
