@@ -26,6 +26,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
+from . import fast
 from ._input import Prepared, check_choice, prepare
 from .engine import check_border, correlate, pad
 from .operators import Operator, Stencil, get_operator
@@ -469,8 +470,26 @@ def orientation(gradients: Any, *, degrees: bool = False, signed: bool = False) 
 
 
 def gradient_magnitude(
-    image: Any, operator: str = "sobel", *, norm: str = "l2", **options: Any
+    image: Any,
+    operator: str = "sobel",
+    *,
+    norm: str = "l2",
+    nan_policy: str = "propagate",
+    **options: Any,
 ) -> Any:
-    """``magnitude(spatial_gradient(image, operator, **options), norm)`` in one call."""
+    """``magnitude(spatial_gradient(image, operator, **options), norm)`` in one call.
+
+    Without autograd (no input that requires grad, or grad mode off) this runs the fused path of
+    :mod:`imgrad.fast`: one pass over the image, no full-size temporaries, the same bits.
+    """
     check_choice(norm, "norm", NORMS)
-    return magnitude(spatial_gradient(image, operator, **options), norm)
+    spec = GradientSpec.build(operator, **options)
+    if spec.color == "channels" and nan_policy == "propagate":
+        divisors = None
+        if spec.normalized:
+            gain = spec.op.derivative.moment(1) * spec.op.smoothing.moment(0)
+            divisors = (gain * spec.spacing[0], gain * spec.spacing[1])
+        plan = fast.plan_for(image, spec.op, norm, divisors)
+        if plan is not None:
+            return fast.gradient_magnitude(image, plan, spec.border, spec.border_value)
+    return magnitude(first_order(image, spec, nan_policy), norm)

@@ -1,0 +1,386 @@
+"""The fast forward path of :func:`imgrad.gradient_magnitude`: one fused pass, no temporaries.
+
+The reference path, ``magnitude(spatial_gradient(image))``, pads the whole image and runs about
+fifteen separate full-size passes (pad, one multiply-add per tap, squares, sqrt): it is the
+autograd path and stays as it is. A gradient map is memory-bound, so this path instead reads the
+input once and writes the output once:
+
+- **interior**: one kernel runs over the image flattened row by row, where a neighbour is a
+  fixed offset (``±1`` along a row, ``±W`` down a column). It reads the input in place (no padded
+  copy) and writes straight into the preallocated output every pixel whose stencil lies inside
+  the image; where the flat offsets wrap round a row's end it writes meaningless values into
+  frame pixels, which are rewritten next;
+- **frame**: the outer ``band = max(r, 2)`` rows and columns (``r`` the operator's radius), whose
+  stencils cross the border, go through the same kernel in one more call, from small
+  border-extended copies of the four bands. The left and right bands are transposed into bands
+  of rows (the magnitude is symmetric in ``gy`` and ``gx``, so the bits are the same).
+
+The kernel is a plain PyTorch function doing the reference arithmetic in the reference order
+(:func:`imgrad.engine.correlate`: taps in order, the derivative along its axis first, then the
+smoothing across; ``gy*gy + gx*gx``). It is compiled with ``torch.compile`` (inductor: one
+vectorised, OpenMP-parallel C++ loop on the CPU, one Triton kernel on CUDA), once per
+configuration (operator, norm, dtypes, scale) with symbolic sizes, so any image size reuses it;
+inductor's on-disk cache makes later processes load it instead of compiling. If compiling fails
+(no C++ compiler, ...) one warning is issued and the same function runs eagerly, in chunks whose
+temporaries stay cache-sized.
+
+Numbers: bit-identical to the reference for every operator, border, norm and dtype. For the L2
+norm the kernel stores the squared magnitude (0 where it is not positive) in the compute dtype and
+the square root is then taken by eager ``torch.sqrt`` in place, like the reference: a compiled
+square root is the correctly rounded IEEE one, whereas eager ``torch.sqrt`` on the CPU may go
+through MKL's vector math, 1 ulp away from it for some inputs.
+
+The path is taken only for a forward computation: not when autograd records (the input
+requires grad and grad mode is on), not while being traced by ``torch.compile``, and only for
+options it implements (tensor or array input, ``color="channels"``, ``nan_policy="propagate"``);
+everything else goes to the reference path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import types
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ._input import compute_dtype, result_dtype
+from .engine import border_index
+from .operators import Operator, Stencil
+
+__all__ = ["Plan", "compile_enabled", "empty", "gradient_magnitude", "plan_for"]
+
+#: Element budget of one eager strip's window (a few hundred KiB: L2-resident on typical CPUs).
+STRIP_ELEMENTS = 1 << 16
+
+Kernel = Callable[[torch.Tensor, torch.Tensor], None]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything the kernel bakes in as constants; one compiled function per distinct plan."""
+
+    op: Operator
+    norm: str
+    compute: torch.dtype
+    out: torch.dtype
+    #: ``(gain * sy, gain * sx)`` for normalised output, else ``None``.
+    divisors: tuple[float, float] | None
+
+    @property
+    def store(self) -> torch.dtype:
+        """The dtype the kernel writes: for L2 the squared magnitude, still in the compute dtype."""
+        return self.compute if self.norm == "l2" else self.out
+
+    def transposed(self) -> Plan:
+        """The plan for a transposed image: the same, with the two axis divisors swapped."""
+        if self.divisors is None or self.divisors[0] == self.divisors[1]:
+            return self
+        return Plan(self.op, self.norm, self.compute, self.out, self.divisors[::-1])
+
+
+# --------------------------------------------------------------------------- the kernel
+
+
+def _correlate(x: torch.Tensor, stencil: Stencil, start: int, step: int, n: int) -> torch.Tensor:
+    """``out[j] = sum_k taps[k] * x[start + k * step + j]`` for ``j < n``, on a flat ``x``.
+
+    The same operations in the same order as :func:`imgrad.engine.correlate` (``step`` 1 is a
+    shift along a row, ``step`` W a shift along a column), hence the same bits.
+    """
+    out: torch.Tensor | None = None
+    for k, t in enumerate(stencil.taps):
+        if t == 0.0:
+            continue
+        term = x.narrow(0, start + k * step, n)
+        if out is None:
+            out = term * t
+        elif t == 1.0:
+            out = out + term
+        elif t == -1.0:
+            out = out - term
+        else:
+            out = out + term * t
+    assert out is not None, "a stencil has at least one non-zero tap"
+    return out
+
+
+def _flat_magnitude(src: torch.Tensor, out: torch.Tensor, width: int, plan: Plan) -> None:
+    """The magnitude at every flat position ``p`` of ``src`` whose stencil offsets stay inside it.
+
+    ``src`` is an image, or a stack of them, flattened row by row (rows of ``width``), in any real
+    dtype; ``out[j]`` is the result at ``p = j + r * width + r``. At positions within
+    ``r`` of a row's end the row "wraps" and the value is meaningless: callers overwrite those.
+    The arithmetic is the reference's, op for op (:func:`imgrad.gradients.first_order` then
+    :func:`imgrad.gradients.magnitude`).
+    """
+    d, s, r = plan.op.derivative, plan.op.smoothing, plan.op.radius
+    n = out.shape[0]
+    x = src.to(plan.compute)
+    centre = r * width + r
+    # gy = smooth along the row of (derivative down the column), gx the other way round
+    across = _correlate(x, d, centre - s.before - d.before * width, width, n + s.before + s.after)
+    gy = _correlate(across, s, 0, 1, n)
+    span = n + (s.before + s.after) * width
+    along = _correlate(x, d, centre - s.before * width - d.before, 1, span)
+    gx = _correlate(along, s, 0, width, n)
+    if plan.divisors is not None:
+        gy, gx = gy / plan.divisors[0], gx / plan.divisors[1]
+    if plan.out != plan.compute:
+        # The reference returns gy, gx in the output dtype and widens them again (half only).
+        gy, gx = gy.to(plan.out).to(plan.compute), gx.to(plan.out).to(plan.compute)
+    if plan.norm == "l1":
+        mag = gy.abs() + gx.abs()
+    else:
+        mag = gy * gy + gx * gx
+        if plan.norm == "l2":
+            # 0 where not positive (NaN too), as the reference; the caller takes the sqrt
+            mag = torch.where(mag > 0, mag, torch.zeros_like(mag))
+    out.copy_(mag)
+
+
+def _make_kernel(plan: Plan, name: str) -> Kernel:
+    """A function with its own code object, so that each plan has its own dynamo cache, and a
+    name that is the same in every process (for inductor's on-disk cache)."""
+
+    def kernel(src: torch.Tensor, out: torch.Tensor) -> None:
+        _flat_magnitude(src.reshape(-1), out, src.shape[1], plan)  # the width stays symbolic
+
+    code = kernel.__code__.replace(co_name=name)
+    return types.FunctionType(code, kernel.__globals__, code.co_name, None, kernel.__closure__)
+
+
+_COMPILED: dict[tuple[Plan, torch.dtype, str], Kernel] = {}
+
+
+@contextlib.contextmanager
+def _dynamic_sizes_only() -> Iterator[None]:
+    """Trace with only tensor sizes symbolic: the plan's numbers (taps, radius, divisors) stay
+    constants, and without duck sizing two sizes that are equal in the first call (a square
+    image) are not assumed equal in the next ones. One graph per plan serves every image size."""
+    with (
+        torch._dynamo.config.patch(specialize_int=True, specialize_float=True),
+        torch.fx.experimental._config.patch(use_duck_shape=False),
+    ):
+        yield
+
+
+_STATE = {"compile": os.environ.get("IMGRAD_COMPILE", "1") != "0", "failed": False}
+
+
+def compile_enabled() -> bool:
+    """Whether kernels are compiled: ``IMGRAD_COMPILE=0`` turns it off, and so does a failure."""
+    return bool(_STATE["compile"]) and not _STATE["failed"]
+
+
+def _compiled(plan: Plan, src: torch.Tensor) -> Kernel:
+    """The compiled kernel of ``plan`` for inputs like ``src``, compiled on first use.
+
+    The first compile happens on a 256 x 256 dummy: inductor decides from the first call's sizes
+    whether a loop is worth spreading over threads, and it is for the images that matter.
+    """
+    key = (plan, src.dtype, src.device.type)
+    if key not in _COMPILED:
+        kernel = torch.compile(
+            _make_kernel(plan, "imgrad_" + hashlib.sha1(repr(key).encode()).hexdigest()[:16]),
+            dynamic=True,
+            fullgraph=True,
+            # keep the reference's rounding of gy, gx to float16/bfloat16 (inductor would not)
+            options={"emulate_precision_casts": True},
+        )
+        dummy = torch.zeros(256, 256, dtype=src.dtype, device=src.device)
+        r = plan.op.radius
+        out = torch.empty(256 * 256 - 2 * (256 * r + r), dtype=plan.store, device=src.device)
+        # torch's compiler stack warns about its own internals (deprecations): not the caller's
+        with _dynamic_sizes_only(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            kernel(dummy, out)
+        _COMPILED[key] = kernel
+    return _COMPILED[key]
+
+
+def _alias(t: torch.Tensor) -> torch.Tensor:
+    """``t`` as a tensor of its own on the same memory, not a view: dynamo would guard on the
+    layout of a view's base (the caller's image), which differs from call to call."""
+    return t.new_empty(0).set_(t.untyped_storage(), t.storage_offset(), t.shape, t.stride())
+
+
+def _run(plan: Plan, src: torch.Tensor, out: torch.Tensor) -> None:
+    """Fill the flat ``out`` from the ``(rows, width)`` ``src``: compiled if possible, else
+    eagerly in chunks.
+
+    A failed compile warns once and switches this process to the eager kernel for good.
+    """
+    if compile_enabled():
+        try:
+            kernel = _compiled(plan, src)
+            with _dynamic_sizes_only():
+                kernel(_alias(src), _alias(out))
+            return
+        except Exception as error:  # noqa: BLE001 - any compiler failure means: run eagerly
+            _STATE["failed"] = True
+            warnings.warn(
+                f"imgrad: torch.compile failed ({type(error).__name__}: {error}); gradient "
+                "magnitudes are computed eagerly from now on (same numbers, slower)",
+                RuntimeWarning,
+                stacklevel=5,
+            )
+    # Eagerly every tap is a pass over the data: chunks keep those passes cache-resident.
+    width, flat = src.shape[1], src.reshape(-1)
+    halo = flat.shape[0] - out.shape[0]
+    for start in range(0, out.shape[0], STRIP_ELEMENTS):
+        n = min(STRIP_ELEMENTS, out.shape[0] - start)
+        _flat_magnitude(flat.narrow(0, start, n + halo), out.narrow(0, start, n), width, plan)
+
+
+# --------------------------------------------------------------------------- interior and frame
+
+
+def _take(
+    x: torch.Tensor,
+    dim: int,
+    positions: torch.Tensor,
+    border: str,
+    value: float,
+    dtype: torch.dtype,
+) -> torch.Tensor:
+    """``x`` at ``positions`` along ``dim``, which may lie outside it (border rule), in ``dtype``.
+
+    The rows or columns are picked first and converted after, so only what is picked is copied.
+    """
+    n = x.shape[dim]
+    if border == "constant":
+        taken = x.index_select(dim, positions.clamp(0, n - 1)).to(dtype)
+        outside = ((positions < 0) | (positions >= n)).view([-1] + [1] * (x.dim() - 1 - dim))
+        return taken.masked_fill_(outside, value)
+    halo = max(-int(positions.min()), int(positions.max()) - n + 1, 0)
+    index = border_index(n, halo, halo, border, x.device)[positions + halo]
+    return x.index_select(dim, index).to(dtype)
+
+
+def _valid(plan: Plan, src: torch.Tensor) -> torch.Tensor:
+    """``out[:, i, j]`` from the window ``src[:, i : i + 2r + 1, j : j + 2r + 1]`` for all i, j.
+
+    ``src`` is ``(B, h + 2r, w + 2r)`` and contiguous, the result ``(B, h, w)``. The kernel runs
+    on ``src`` flattened; where its rows wrap it writes into the halo of a scratch buffer only.
+    """
+    r = plan.op.radius
+    width = src.shape[-1]
+    centre = r * width + r
+    result = torch.empty(src.numel(), dtype=plan.store, device=src.device)
+    _run(plan, src.reshape(-1, width), result.narrow(0, centre, src.numel() - 2 * centre))
+    return result.view(src.shape)[:, r : src.shape[1] - r, r : width - r]
+
+
+def _interior(plan: Plan, x: torch.Tensor, out: torch.Tensor) -> None:
+    """Rows ``[r, H - r)`` x columns ``[r, W - r)`` of ``out``, reading ``x`` in place.
+
+    ``x`` and ``out`` are contiguous ``(P, H, W)``. Flattened, the interior is one range; the
+    positions of that range where rows (or planes) wrap are frame pixels, written afterwards.
+    """
+    r = plan.op.radius
+    width = x.shape[-1]
+    centre = r * width + r
+    _run(plan, x.reshape(-1, width), out.view(-1).narrow(0, centre, x.numel() - 2 * centre))
+
+
+def _frame(plan: Plan, x: torch.Tensor, out: torch.Tensor, border: str, value: float) -> None:
+    """The outer ``band`` rows and columns of ``out``, from border-extended copies of ``x``.
+
+    The left and right bands are transposed so that, like the top and bottom ones, they are
+    bands of rows (the magnitude is symmetric in ``gy``, ``gx``); all four then go through the
+    kernel in one call, right-padded to a common width.
+    """
+    r = plan.op.radius
+    planes, height, width = x.shape
+    band = max(r, 2)
+    device = x.device
+
+    def take(t: torch.Tensor, dim: int, *ranges: tuple[int, int]) -> torch.Tensor:
+        positions = torch.cat([torch.arange(lo, hi, device=device) for lo, hi in ranges])
+        return _take(t, dim, positions, border, value, plan.compute)
+
+    # (P, 2, band + 2r, W + 2r): the top and bottom bands, extended all round
+    rows = take(x, 1, (-r, band + r), (height - band - r, height + r))
+    rows = take(rows, 2, (-r, width + r)).view(planes, 2, band + 2 * r, width + 2 * r)
+    # (P, 2, band + 2r, H + 2r): the left and right bands, transposed
+    cols = take(x, 2, (-r, band + r), (width - band - r, width + r))
+    cols = take(cols, 1, (-r, height + r)).mT.reshape(planes, 2, band + 2 * r, height + 2 * r)
+    if plan.transposed() == plan:
+        common = max(height, width) + 2 * r
+        both = [F.pad(t, (0, common - t.shape[-1])).flatten(0, 1) for t in (rows, cols)]
+        result = _valid(plan, torch.cat(both)).unflatten(0, (2, planes, 2))
+        rows_out, cols_out = result[0, ..., :width], result[1, ..., :height]
+    else:
+        rows_out = _valid(plan, rows.flatten(0, 1)).unflatten(0, (planes, 2))
+        cols_out = _valid(plan.transposed(), cols.flatten(0, 1)).unflatten(0, (planes, 2))
+    out[:, :band], out[:, height - band :] = rows_out[:, 0], rows_out[:, 1]
+    out[:, :, :band], out[:, :, width - band :] = cols_out[:, 0].mT, cols_out[:, 1].mT
+
+
+# --------------------------------------------------------------------------- entry points
+
+
+def empty(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """An uninitialised output; on the CPU from numpy, whose large buffers use huge pages.
+
+    Writing a fresh 64 MiB tensor from ``torch.empty`` costs ~16k page faults, more than the
+    whole computation; numpy marks large allocations ``MADV_HUGEPAGE`` (4x faster to fill here).
+    """
+    if device.type == "cpu" and dtype != torch.bfloat16:
+        return torch.from_numpy(np.empty(shape, dtype=torch.empty(0, dtype=dtype).numpy().dtype))
+    return torch.empty(shape, dtype=dtype, device=device)
+
+
+def plan_for(
+    image: Any, op: Operator, norm: str, divisors: tuple[float, float] | None
+) -> Plan | None:
+    """The plan for ``image`` if the fast path handles it, else ``None`` (use the reference).
+
+    Handled: a CPU or CUDA tensor, or a writable C-contiguous numpy array, of rank 2 to 4, of a
+    real dtype, at least ``2 * radius + 2`` pixels high and wide, whose gradient is not being
+    recorded, outside ``torch.compile`` tracing.
+    """
+    if torch.compiler.is_compiling():
+        return None
+    if isinstance(image, np.ndarray):
+        usable = image.flags.writeable and image.flags.c_contiguous and image.dtype.isnative
+        if image.dtype.kind not in "uif" or not usable:
+            return None
+        dtype = torch.from_numpy(image[:0]).dtype
+    elif isinstance(image, torch.Tensor):
+        if image.requires_grad and torch.is_grad_enabled():
+            return None
+        if image.device.type not in ("cpu", "cuda"):
+            return None
+        dtype = image.dtype
+    else:
+        return None
+    if dtype == torch.bool or dtype.is_complex or image.ndim not in (2, 3, 4):
+        return None
+    shape = tuple(image.shape)
+    if 0 in shape or min(shape[-2:]) < 2 * op.radius + 2:  # smaller: no interior worth a graph
+        return None
+    return Plan(op, norm, compute_dtype(dtype), result_dtype(dtype), divisors)
+
+
+def gradient_magnitude(image: Any, plan: Plan, border: str, value: float) -> Any:
+    """The magnitude of ``image`` per ``plan``: the reference's result, computed in one pass."""
+    is_numpy = isinstance(image, np.ndarray)
+    t = torch.from_numpy(image) if is_numpy else image
+    shape = t.shape
+    x = t.reshape(-1, *shape[-2:]).contiguous()
+    out = empty(tuple(x.shape), plan.store, x.device)
+    _interior(plan, x, out)
+    _frame(plan, x, out, border, value)
+    if plan.norm == "l2":  # the reference's sqrt, in place: one more pass, the same bits
+        out = out.sqrt_().to(plan.out)
+    out = out.reshape(shape)
+    return out.numpy() if is_numpy else out

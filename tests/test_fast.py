@@ -1,0 +1,208 @@
+"""The fast path of gradient_magnitude and gradient gives the reference path's numbers.
+
+The reference is ``magnitude(spatial_gradient(...))`` (and ``torch.gradient``); every check is
+bit for bit (``torch.equal``, NaNs equal). The full matrix runs with the eager kernel (what a
+failed compile falls back to) in seconds; the compiled kernel is checked for every operator and
+dtype with one compile each (~1 s each once inductor's on-disk cache is warm).
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+import imgrad
+from imgrad import fast
+from imgrad.gradients import magnitude, spatial_gradient
+
+OPERATORS = [
+    ("sobel", 1),
+    ("sobel", 3),
+    ("sobel", 5),
+    ("sobel", 7),
+    ("scharr", 3),
+    ("prewitt", 3),
+    ("central", 3),
+    ("forward", 3),
+]
+BORDERS = ["reflect101", "reflect", "replicate", "constant", "circular"]
+NORMS = ["l2", "l1", "squared"]
+DTYPES = [torch.uint8, torch.uint16, torch.float16, torch.bfloat16, torch.float32, torch.float64]
+# odd sizes: the smallest the fast path takes (2r + 2), non-square, 1-3 columns of interior
+SHAPES = [(8, 8), (9, 17), (23, 10), (3, 1, 16, 33), (2, 3, 12, 11)]
+
+
+def reference(image: Any, operator: str, ksize: int, norm: str = "l2", **options: Any) -> Any:
+    return magnitude(spatial_gradient(image, operator, ksize=ksize, **options), norm)
+
+
+def sample(shape: tuple[int, ...], dtype: torch.dtype, seed: int = 0) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    if dtype.is_floating_point:
+        return (torch.randn(shape, generator=gen) * 50).to(dtype)
+    high = 65536 if dtype == torch.uint16 else 256
+    return torch.randint(0, high, shape, generator=gen, dtype=torch.int64).to(dtype)
+
+
+def assert_matches(got: Any, want: Any) -> None:
+    """Same type, dtype, shape and bits (NaN where the reference has NaN)."""
+    assert type(got) is type(want)
+    got, want = torch.as_tensor(got), torch.as_tensor(want)
+    assert got.dtype == want.dtype and got.shape == want.shape
+    assert torch.equal(got, want) or torch.allclose(got, want, rtol=0, atol=0, equal_nan=True)
+
+
+@pytest.fixture
+def eager(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run the fast path with the eager kernel (what a failed compile falls back to)."""
+    monkeypatch.setitem(fast._STATE, "compile", False)
+
+
+def fast_magnitude(image: Any, operator: str, ksize: int, **options: Any) -> Any:
+    """gradient_magnitude, asserting that it took the fast path."""
+    spec = {k: v for k, v in options.items() if k not in ("norm", "nan_policy")}
+    assert fast.plan_for(image, imgrad.gradients.get_operator(operator, ksize), "l2", None)
+    assert spec.get("color", "channels") == "channels"
+    return imgrad.gradient_magnitude(image, operator, ksize=ksize, **options)
+
+
+# --------------------------------------------------------------------------- eager kernel
+
+
+@pytest.mark.usefixtures("eager")
+@pytest.mark.parametrize("operator,ksize", OPERATORS)
+@pytest.mark.parametrize("border", BORDERS)
+def test_eager_every_operator_border_and_shape(operator: str, ksize: int, border: str) -> None:
+    """Eager fast path == reference, bit for bit, for every operator, border and odd shape."""
+    for shape in SHAPES:
+        r = imgrad.gradients.get_operator(operator, ksize).radius
+        shape = shape[:-2] + tuple(max(s, 2 * r + 2) for s in shape[-2:])
+        x = sample(shape, torch.float32)
+        got = fast_magnitude(x, operator, ksize, border=border, border_value=3.5)
+        assert_matches(got, reference(x, operator, ksize, border=border, border_value=3.5))
+
+
+@pytest.mark.usefixtures("eager")
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("norm", NORMS)
+def test_eager_every_dtype_and_norm(dtype: torch.dtype, norm: str) -> None:
+    """Every input dtype and norm, with a constant border value that uint8 cannot hold."""
+    x = sample((2, 1, 19, 26), dtype)
+    options = {"border": "constant", "border_value": -0.75, "norm": norm}
+    assert_matches(fast_magnitude(x, "sobel", 5, **options), reference(x, "sobel", 5, **options))
+
+
+@pytest.mark.usefixtures("eager")
+def test_eager_strips_cover_large_images(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Eager chunks (shrunk to 100 elements) tile the interior exactly, any remainder."""
+    monkeypatch.setattr(fast, "STRIP_ELEMENTS", 100)
+    for shape in [(41, 37), (3, 2, 30, 13)]:
+        x = sample(shape, torch.float32)
+        assert_matches(fast_magnitude(x, "sobel", 3), reference(x, "sobel", 3))
+
+
+# --------------------------------------------------------------------------- compiled kernel
+
+
+@pytest.mark.parametrize("operator,ksize", OPERATORS)
+def test_compiled_every_operator(operator: str, ksize: int) -> None:
+    """Compiled, every operator, over the odd shapes and every border."""
+    for i, shape in enumerate(SHAPES):
+        r = imgrad.gradients.get_operator(operator, ksize).radius
+        shape = shape[:-2] + tuple(max(s, 2 * r + 2) for s in shape[-2:])
+        x = sample(shape, torch.float32, seed=i)
+        options = {"border": BORDERS[i % len(BORDERS)], "border_value": 1.5}
+        got = fast_magnitude(x, operator, ksize, **options)
+        assert_matches(got, reference(x, operator, ksize, **options))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_compiled_every_dtype(dtype: torch.dtype) -> None:
+    """Integers are promoted, half precision rounds gy and gx as the reference does."""
+    x = sample((2, 1, 21, 30), dtype)
+    assert_matches(fast_magnitude(x, "sobel", 3), reference(x, "sobel", 3))
+
+
+def test_compiled_normalized_spacing_and_numpy() -> None:
+    """Normalised output with unequal spacings (the left/right bands swap them), numpy in/out."""
+    x = sample((17, 29), torch.float64).numpy()
+    options = {"normalized": True, "spacing": (0.5, 2.0), "norm": "squared"}
+    got = fast_magnitude(x, "scharr", 3, **options)
+    assert isinstance(got, np.ndarray)
+    assert_matches(got, reference(x, "scharr", 3, **options))
+
+
+def test_nan_and_inf_as_the_reference() -> None:
+    """NaN and inf inputs give the reference's values (its L2 maps a NaN gradient to 0)."""
+    x = sample((12, 14), torch.float32)
+    x[3, 4], x[8, 0], x[0, 13] = float("nan"), float("inf"), -float("inf")
+    assert_matches(fast_magnitude(x, "sobel", 3), reference(x, "sobel", 3))
+    assert_matches(fast_magnitude(x, "sobel", 3, norm="l1"), reference(x, "sobel", 3, "l1"))
+
+
+# --------------------------------------------------------------------------- dispatch
+
+
+def test_autograd_and_unsupported_options_take_the_reference_path() -> None:
+    """Grad-requiring input keeps the autograd graph; color modes and tiny images still work."""
+    x = sample((1, 3, 10, 12), torch.float32).requires_grad_()
+    m = imgrad.gradient_magnitude(x)
+    assert m.grad_fn is not None
+    m.sum().backward()
+    assert torch.isfinite(x.grad).all()
+    with torch.no_grad():
+        assert fast.plan_for(x, imgrad.gradients.get_operator("sobel"), "l2", None) is not None
+        assert imgrad.gradient_magnitude(x).grad_fn is None
+    y = x.detach()
+    for options in ({"color": "luminance"}, {"color": "max"}, {"nan_policy": "raise"}):
+        want = magnitude(spatial_gradient(y, **options))
+        assert torch.equal(imgrad.gradient_magnitude(y, **options), want)
+    tiny = sample((3, 3), torch.float32)  # smaller than 2r + 2: reference path
+    assert fast.plan_for(tiny, imgrad.gradients.get_operator("sobel"), "l2", None) is None
+    assert torch.equal(imgrad.gradient_magnitude(tiny), reference(tiny, "sobel", 3))
+
+
+def test_input_is_not_modified_and_output_is_fresh() -> None:
+    x = sample((2, 1, 20, 20), torch.float32)
+    before = x.clone()
+    out = imgrad.gradient_magnitude(x)
+    assert torch.equal(x, before)
+    assert out.data_ptr() != x.data_ptr()
+
+
+def test_compile_failure_falls_back_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A compiler that raises: one RuntimeWarning, then the eager kernel, same numbers."""
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("no C++ compiler")
+
+    monkeypatch.setattr(fast, "_COMPILED", {})
+    monkeypatch.setattr(torch, "compile", broken)
+    monkeypatch.setitem(fast._STATE, "failed", False)
+    x = sample((15, 18), torch.float32)
+    with pytest.warns(RuntimeWarning, match="no C.. compiler"):
+        got = imgrad.gradient_magnitude(x, "prewitt")
+    assert fast._STATE["failed"] and not fast.compile_enabled()
+    assert torch.equal(got, reference(x, "prewitt", 3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no second warning
+        assert torch.equal(imgrad.gradient_magnitude(x, "prewitt"), got)
+
+
+# --------------------------------------------------------------------------- compat.gradient
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32, torch.float64, torch.int16])
+@pytest.mark.parametrize("edge_order", [1, 2])
+def test_gradient_is_torch_gradient_bit_for_bit(dtype: torch.dtype, edge_order: int) -> None:
+    """imgrad.gradient writes into one preallocated output: still torch.gradient's bits."""
+    for shape, spacing in [((37, 45), 0.7), ((3, 130, 5), [1, 2.5, 3])]:
+        x = sample(shape, dtype)
+        got = imgrad.gradient(x, spacing=spacing, edge_order=edge_order)
+        want = torch.gradient(x, spacing=spacing, edge_order=edge_order)
+        for g, w in zip(got, want, strict=True):
+            assert g.dtype == w.dtype and torch.equal(g, w)
