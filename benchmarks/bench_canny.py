@@ -23,7 +23,7 @@ import torch
 from PIL import Image
 
 import imgrad
-from imgrad.threshold import hysteresis_threshold
+from imgrad.thresholds import hysteresis_threshold
 
 IMAGES = Path(__file__).resolve().parents[1] / ".." / "shared" / "images"
 

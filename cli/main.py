@@ -1,9 +1,11 @@
 """The ``imgrad`` command: parse the options, make one library call, report.
 
 Every command reads INPUT (a file, a directory or ``-`` for stdin) and writes OUTPUT (a file, a
-directory or ``-`` for stdout) through :func:`imgrad.batch.process_file` or
-:func:`imgrad.batch.process_tree`. imgrad and torch are imported inside the command bodies only,
-so ``--help``, ``--version`` and argument errors answer at once.
+directory or ``-`` for stdout) through :func:`imgrad.batch.process_file`,
+:func:`imgrad.batch.process_huge_file` (tile by tile: Zarr, TIFF above the pixel limit,
+``--tile`` or ``--scheduler-address``) or :func:`imgrad.distributed.process_tree` (directories,
+on threads or a Dask cluster). imgrad and torch are imported inside the command bodies only, so
+``--help``, ``--version`` and argument errors answer at once.
 
 Exit codes: 0 done; 1 a file could not be read, computed or written; 2 bad arguments;
 130 interrupted (Ctrl-C or SIGTERM).
@@ -11,9 +13,11 @@ Exit codes: 0 done; 1 a file could not be read, computed or written; 2 bad argum
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +38,9 @@ Examples:
   imgrad scharr in.jpg dir.png --result picture
   imgrad sobel in.tif grad.npy --result gx    raw float32 values
   cat in.png | imgrad prewitt - - > out.png   stdin to stdout
+  imgrad sobel slide.tif edges.tif --tile 512 a huge image, tile by tile
+  imgrad sobel slide.zarr grad.zarr           Zarr in and out (raw float32 values)
+  imgrad sobel photos/ edges/ --scheduler-address tcp://host:8786
 
 \b
 Exit codes: 0 done, 1 a file failed, 2 bad arguments, 130 interrupted.
@@ -80,6 +87,8 @@ def _gradient_command(name: str, operator: str, summary: str, sobel: bool = Fals
                 "in.png mask.png --hysteresis 100 200",
                 "in.png out.png --mapping stretch",
                 "photos/ edges/ --glob '*.jpg' --jobs 8",
+                "slide.tif edges.tif --tile 512 --otsu",
+                "slide.zarr grad.zarr --scheduler-address local:4",
             ),
         ),
         options.paths,
@@ -93,6 +102,8 @@ def _gradient_command(name: str, operator: str, summary: str, sobel: bool = Fals
         options.output_format,
         options.reading,
         options.device,
+        options.tile,
+        options.scheduler,
         options.directories,
         click.pass_context,
     ]
@@ -108,7 +119,11 @@ _gradient_command("gradient", "central", "Central differences; the same as 'cent
 
 @cli.command(
     epilog=_examples(
-        "laplacian", "in.png out.png", "in.png out.png --ksize 3 --bits 16", "photos/ out/"
+        "laplacian",
+        "in.png out.png",
+        "in.png out.png --ksize 3 --bits 16",
+        "photos/ out/",
+        "slide.tif lap.zarr --tile 2048",
     )
 )
 @options.paths
@@ -120,6 +135,8 @@ _gradient_command("gradient", "central", "Central differences; the same as 'cent
 @options.output_format
 @options.reading
 @options.device
+@options.tile
+@options.scheduler
 @options.directories
 @click.pass_context
 def laplacian(ctx: click.Context, **params: Any) -> None:
@@ -175,12 +192,15 @@ def laplacian(ctx: click.Context, **params: Any) -> None:
 @options.output_format
 @options.reading
 @options.device
+@options.scheduler
 @options.directories
 @click.pass_context
 def canny(ctx: click.Context, **params: Any) -> None:
     """Canny edges (equal to OpenCV's on 8-bit images), written as 0/255.
 
-    INPUT and OUTPUT are image files, directories, or - for stdin/stdout.
+    INPUT and OUTPUT are image files, directories, or - for stdin/stdout. Canny needs the whole
+    image (its hysteresis is not local): Zarr and huge TIFF files are refused; use a gradient
+    command with --threshold, --threshold-relative or --otsu on them.
     """
     _run(ctx, "canny", params)
 
@@ -212,10 +232,27 @@ def _threshold(params: dict[str, Any]) -> dict[str, Any] | None:
     return chosen[0] if chosen else None
 
 
+def _is_zarr(path: Path) -> bool:
+    return path.suffix.lower() == options.ZARR_EXTENSION
+
+
+def _given(ctx: click.Context, name: str) -> bool:
+    """True if the option ``name`` exists on this command and was set by the user."""
+    source = ctx.get_parameter_source(name)
+    return source is not None and source is not click.core.ParameterSource.DEFAULT
+
+
 def _format_extension(params: dict[str, Any], is_directory: bool) -> tuple[str | None, str]:
     """``(format name or None, output extension)``; checks OUTPUT before any import."""
     output: Path = params["output"]
     chosen = params["format_"]
+    if not is_directory and _is_zarr(output):
+        if chosen is not None:
+            raise click.BadParameter(
+                f"--format {chosen} contradicts the extension of {str(output)!r}",
+                param_hint="--format",
+            )
+        return None, options.ZARR_EXTENSION
     if is_directory or _is_dash(output) or output.is_dir():
         if chosen is None:
             chosen = "tiff" if params.get("mapping") == "raw" and is_directory else "png"
@@ -224,7 +261,7 @@ def _format_extension(params: dict[str, Any], is_directory: bool) -> tuple[str |
     if suffix not in options.OUTPUT_EXTENSIONS:
         raise click.BadParameter(
             f"unsupported extension {output.suffix or '(none)'!r} of {str(output)!r}; use one of "
-            + ", ".join(options.OUTPUT_EXTENSIONS),
+            + ", ".join((*options.OUTPUT_EXTENSIONS, options.ZARR_EXTENSION)),
             param_hint="OUTPUT",
         )
     canonical = {".tiff": ".tif", ".jpeg": ".jpg"}.get(suffix, suffix)
@@ -235,19 +272,23 @@ def _format_extension(params: dict[str, Any], is_directory: bool) -> tuple[str |
     return None, suffix
 
 
-def _check_file_only(ctx: click.Context) -> None:
-    for name in options.DIRECTORY_ONLY:
-        if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT:
+def _check_only(ctx: click.Context, names: tuple[str, ...], where: str) -> None:
+    """Refuse the options ``names`` when given: they apply to ``where`` only."""
+    for name in names:
+        if _given(ctx, name):
             flag = next(p for p in ctx.command.params if p.name == name).opts[-1]
-            raise click.BadParameter("applies to a directory INPUT only", param_hint=flag)
+            raise click.BadParameter(f"applies to {where} only", param_hint=flag)
 
 
 def _run(ctx: click.Context, operator: str, params: dict[str, Any]) -> None:
     source: Path = params.pop("input")
-    is_directory = not _is_dash(source) and source.is_dir()
-    if not is_directory:
-        _check_file_only(ctx)
     output: Path = params["output"]
+    is_directory = not _is_dash(source) and source.is_dir() and not _is_zarr(source)
+    _check_only(
+        ctx,
+        options.FILE_ONLY if is_directory else options.DIRECTORY_ONLY,
+        "a file INPUT" if is_directory else "a directory INPUT",
+    )
     if is_directory and _is_dash(output):
         raise click.BadParameter("a directory INPUT needs a directory OUTPUT", param_hint="OUTPUT")
     if is_directory and not output.exists() and output.suffix.lower() in options.OUTPUT_EXTENSIONS:
@@ -255,25 +296,40 @@ def _run(ctx: click.Context, operator: str, params: dict[str, Any]) -> None:
             f"INPUT is a directory, so OUTPUT must be one; {str(output)!r} looks like a file name",
             param_hint="OUTPUT",
         )
+    # tile by tile: chosen by the arguments here, or later for a TIFF above the pixel limit
+    tiled = not is_directory and (
+        _is_zarr(source) or _is_zarr(output) or _given(ctx, "tile") or _given(ctx, "scheduler")
+    )
+    if tiled and (_is_dash(source) or _is_dash(output)):
+        raise click.BadParameter(
+            "tiles are read from and written to files, not stdin/stdout",
+            param_hint="OUTPUT" if _is_dash(output) else "INPUT",
+        )
     format_, extension = _format_extension(params, is_directory)
     threshold = _threshold(params)
     result = params.pop("result", None)
     if threshold is not None and result is None:
         result = "mask"
     image_only = operator == "canny" or result in ("mask", "picture")
-    mapping = params.pop("mapping", None) or (
-        "raw" if extension == ".npy" and not image_only else "fixed"
-    )
+    # arrays (.npy, .zarr) hold float values, unless samples are asked for (--scale, --bits)
+    raw = extension in (".npy", options.ZARR_EXTENSION) and not image_only
+    samples = params.get("scale") is not None or params["bits"] is not None
+    mapping = params.pop("mapping", None) or ("raw" if raw and not samples else "fixed")
 
     import torch  # the first heavy import: everything above answers without it
 
-    from imgrad import batch
+    from imgrad import batch, distributed
 
     device = params.pop("device")
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     elif device == "cuda" and not torch.cuda.is_available():
         raise click.BadParameter("CUDA is not available on this machine", param_hint="--device")
+    if params.get("scheduler") is not None:
+        try:
+            distributed.resolve_scheduler(params["scheduler"])
+        except ValueError as error:
+            raise click.BadParameter(str(error), param_hint="--scheduler-address") from error
     try:
         recipe = batch.Recipe(
             operator=operator,
@@ -298,47 +354,137 @@ def _run(ctx: click.Context, operator: str, params: dict[str, Any]) -> None:
         raise click.UsageError(str(error), ctx) from error
     read = {"alpha": params["alpha"], "max_pixels": params["max_pixels"] or None}
     if is_directory:
-        _run_tree(ctx, batch, recipe, source, output, format_ or "png", read, params)
+        _run_tree(ctx, distributed, recipe, source, output, format_ or "png", read, params)
+        return
+    dest, format_ = _destination(source, output, format_, extension)
+    if tiled:
+        _run_tiled(ctx, batch, recipe, source, dest, read, params)
     else:
-        _run_file(batch, recipe, source, output, format_, extension, read)
+        _run_file(ctx, batch, recipe, source, dest, format_, read, params)
 
 
-def _run_file(
-    batch: Any,
-    recipe: Any,
-    source: Path,
-    output: Path,
-    format_: str | None,
-    extension: str,
-    read: dict[str, Any],
-) -> None:
-    """One file: errors become a one-line message and exit code 1."""
-    dest: Path | Any = output
+def _destination(
+    source: Path, output: Path, format_: str | None, extension: str
+) -> tuple[Path | Any, str | None]:
+    """Where a single file goes (OUTPUT, stdout, or INPUT's stem in the directory OUTPUT) and
+    the format to name for it (None: its extension says)."""
     if _is_dash(output):
-        dest = click.get_binary_stream("stdout")
-    elif output.is_dir():
+        return click.get_binary_stream("stdout"), format_
+    dest = output
+    if output.is_dir() and not _is_zarr(output):
         if _is_dash(source):
             raise click.BadParameter("stdin has no name: give an OUTPUT file", param_hint="OUTPUT")
         dest, format_ = output / (source.stem + extension), None
-    if not _is_dash(source) and isinstance(dest, Path) and dest.exists():
-        if os.path.samefile(source, dest):
-            raise click.BadParameter(f"refusing to write onto the input {str(source)!r}")
+    if not _is_dash(source) and dest.exists() and os.path.samefile(source, dest):
+        raise click.BadParameter(f"refusing to write onto the input {str(source)!r}")
+    return dest, format_
+
+
+def _run_file(
+    ctx: click.Context,
+    batch: Any,
+    recipe: Any,
+    source: Path,
+    dest: Path | Any,
+    format_: str | None,
+    read: dict[str, Any],
+    params: dict[str, Any],
+) -> None:
+    """One file in memory: errors become a one-line message and exit code 1. A TIFF above the
+    pixel limit is computed tile by tile instead."""
+    from imgrad import io, tiled
+
     src = click.get_binary_stream("stdin") if _is_dash(source) else source
     try:
         batch.process_file(src, dest, recipe, format=format_, **read)
+    except io.ImageTooLargeError as error:
+        if tiled.streamable(src):
+            _run_tiled(ctx, batch, recipe, source, dest, read, params)
+            return
+        try:  # the advice of the message (tiled TIFF or Zarr) holds for tileable recipes only
+            recipe.check_tiled()
+        except ValueError as refusal:
+            raise click.ClickException(f"{error} However: {refusal}") from error
+        raise click.ClickException(str(error)) from error
     except OSError as error:
         raise click.ClickException(f"cannot write '{dest}': {error.strerror or error}") from error
     except (ValueError, RuntimeError) as error:  # ImageReadError is a ValueError
         raise click.ClickException(str(error)) from error
 
 
+def _run_tiled(
+    ctx: click.Context,
+    batch: Any,
+    recipe: Any,
+    source: Path,
+    dest: Path,
+    read: dict[str, Any],
+    params: dict[str, Any],
+) -> None:
+    """One file tile by tile (on the scheduler): progress in tiles on stderr; options the tiles
+    cannot compute exit 2, failures of the data exit 1, an interrupt 130."""
+    from imgrad import tiled
+
+    tile = params.get("tile", options.DEFAULT_TILE)
+    try:
+        recipe.check_tiled()
+    except ValueError as error:  # NonLocalStageError included
+        raise click.UsageError(str(error), ctx) from error
+    try:
+        tiled.check_tile(tile, dest)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--tile") from error
+    stderr = click.get_text_stream("stderr")
+    printer = ProgressPrinter(stderr, enabled=not params["quiet"], unit="tiles")
+    with _stoppable():
+        try:
+            batch.process_huge_file(
+                source,
+                dest,
+                recipe,
+                tile=tile,
+                scheduler=params.get("scheduler"),
+                progress=printer.steps,
+                **read,
+            )
+        except KeyboardInterrupt:
+            printer.close()
+            click.echo(f"imgrad: interrupted; '{dest}' was not written", err=True)
+            ctx.exit(EXIT_INTERRUPTED)
+        except tiled.MissingExtraError as error:
+            raise click.ClickException(str(error)) from error
+        except OSError as error:
+            raise click.ClickException(_os_message(error)) from error
+        except (ValueError, RuntimeError) as error:
+            raise click.ClickException(str(error)) from error
+        finally:
+            printer.close()
+
+
+def _os_message(error: OSError) -> str:
+    """``path: reason`` for a file error, the error's own words for others (a connection)."""
+    if error.filename is not None and error.strerror:
+        return f"{error.filename}: {error.strerror}"
+    return str(error)
+
+
 def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
+@contextlib.contextmanager
+def _stoppable() -> Iterator[None]:
+    """SIGTERM stops the work as cleanly as Ctrl-C (a ``KeyboardInterrupt``)."""
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _run_tree(
     ctx: click.Context,
-    batch: Any,
+    distributed: Any,
     recipe: Any,
     source: Path,
     output: Path,
@@ -346,35 +492,40 @@ def _run_tree(
     read: dict[str, Any],
     params: dict[str, Any],
 ) -> None:
-    """A directory tree: progress on stderr, summary, exit code 1 if any file failed."""
+    """A directory tree, on threads or a Dask cluster: progress on stderr, summary, exit code 1
+    if any file failed."""
+    from imgrad import tiled
+
     quiet: bool = params["quiet"]
     printer = ProgressPrinter(click.get_text_stream("stderr"), enabled=not quiet)
 
     def on_failure(failure: Any) -> None:
         printer.message(f"Error: {failure.reason}")
 
-    previous = signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM stops as cleanly as Ctrl-C
     try:
-        summary = batch.process_tree(
-            source,
-            output,
-            recipe,
-            format=format_,
-            patterns=params["glob"],
-            recursive=params["recursive"],
-            overwrite=params["overwrite"],
-            workers=params["jobs"],
-            batch_size=params["batch_size"],
-            on_progress=printer,
-            on_failure=on_failure,
-            **read,
-        )
+        with _stoppable():
+            summary = distributed.process_tree(
+                source,
+                output,
+                recipe,
+                scheduler=params.get("scheduler"),
+                format=format_,
+                patterns=params["glob"],
+                recursive=params["recursive"],
+                overwrite=params["overwrite"],
+                workers=params["jobs"],
+                batch_size=params["batch_size"],
+                on_progress=printer,
+                on_failure=on_failure,
+                **read,
+            )
     except ValueError as error:
         raise click.UsageError(str(error), ctx) from error
+    except tiled.MissingExtraError as error:
+        raise click.ClickException(str(error)) from error
     except OSError as error:
-        raise click.ClickException(f"{error.filename}: {error.strerror or error}") from error
+        raise click.ClickException(_os_message(error)) from error
     finally:
-        signal.signal(signal.SIGTERM, previous)
         printer.close()
     if not quiet:
         click.echo(_summary_line(summary), err=True)

@@ -22,6 +22,9 @@ FORMATS = {"png": ".png", "tiff": ".tif", "npy": ".npy"}
 #: Extensions imgrad.io writes, for checking OUTPUT before the library is imported.
 OUTPUT_EXTENSIONS = (".png", ".tif", ".tiff", ".npy", ".jpg", ".jpeg", ".webp", ".bmp")
 DEFAULT_MAX_PIXELS = 2**28  # imgrad.io.DEFAULT_MAX_PIXELS
+#: Zarr arrays (directories) are read and written tile by tile (imgrad.tiled.ZARR_SUFFIX).
+ZARR_EXTENSION = ".zarr"
+DEFAULT_TILE = 1024  # imgrad.tiled.DEFAULT_TILE
 
 
 def compose(*decorators: Callable[[F], F]) -> Callable[[F], F]:
@@ -259,3 +262,29 @@ directories = compose(
         help="Directories: print a machine-readable summary on stdout.",
     ),
 )
+
+# --------------------------------------------------------------------------- huge images, clusters
+
+scheduler = click.option(
+    "--scheduler-address",
+    "scheduler",
+    default=None,
+    metavar="ADDR",
+    help="Run on Dask: a scheduler address (tcp://host:8786), local:N (a local cluster of N "
+    "worker processes) or threads (this process). Default: $DASK_SCHEDULER_ADDRESS if set, "
+    "else threads. Directories: one task per file; a single file is computed tile by tile.",
+)
+
+tile = click.option(
+    "--tile",
+    type=click.IntRange(min=1),
+    default=DEFAULT_TILE,
+    show_default=True,
+    metavar="N",
+    help="Compute a single file tile by tile, N x N pixels per tile (a multiple of 16 for TIFF "
+    "output): identical results for images of any size. Automatic for Zarr (.zarr) and for "
+    "TIFF input above --max-pixels.",
+)
+
+#: Options that only apply to a file INPUT (rejected for a directory).
+FILE_ONLY = ("tile",)

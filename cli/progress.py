@@ -7,10 +7,19 @@ pipe) a plain line is printed at most every ten seconds, so logs stay readable.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, NamedTuple, TextIO
 
 if TYPE_CHECKING:
     from imgrad.batch import Progress
+
+
+class _Count(NamedTuple):
+    """The fields of :class:`imgrad.batch.Progress` the printer reads, for counted steps."""
+
+    done: int
+    total: int
+    failed: int
+    elapsed: float
 
 
 def duration(seconds: float) -> str:
@@ -24,19 +33,24 @@ def duration(seconds: float) -> str:
 
 
 class ProgressPrinter:
-    """Callable taking :class:`imgrad.batch.Progress` events; ``message`` prints around it."""
+    """Callable taking :class:`imgrad.batch.Progress` events; ``message`` prints around it.
+
+    ``unit`` names what is counted (files; tiles for :meth:`steps`).
+    """
 
     width = 24
 
-    def __init__(self, stream: TextIO, *, enabled: bool = True) -> None:
+    def __init__(self, stream: TextIO, *, enabled: bool = True, unit: str = "files") -> None:
         self.stream = stream
         self.enabled = enabled
+        self.unit = unit
+        self.start = time.monotonic()
         self.tty = stream.isatty()
         self.interval = 0.1 if self.tty else 10.0
         self.last = 0.0
         self.shown = False  # a bar is on the current terminal line
 
-    def line(self, p: Progress) -> str:
+    def line(self, p: Progress | _Count) -> str:
         """``  42/1000 [##......]   4%  12.3 files/s  ETA 1:18  1 failed``."""
         fraction = p.done / p.total if p.total else 1.0
         filled = int(fraction * self.width)
@@ -44,11 +58,11 @@ class ProgressPrinter:
         eta = duration((p.total - p.done) / rate) if rate > 0 else "?"
         text = (
             f"{p.done:>{len(str(p.total))}}/{p.total} [{'#' * filled:.<{self.width}}] "
-            f"{fraction:4.0%}  {rate:.1f} files/s  ETA {eta}"
+            f"{fraction:4.0%}  {rate:.1f} {self.unit}/s  ETA {eta}"
         )
         return text + (f"  {p.failed} failed" if p.failed else "")
 
-    def __call__(self, p: Progress) -> None:
+    def __call__(self, p: Progress | _Count) -> None:
         if not self.enabled:
             return
         now = time.monotonic()
@@ -61,6 +75,10 @@ class ProgressPrinter:
         else:
             self.stream.write(self.line(p) + "\n")
         self.stream.flush()
+
+    def steps(self, done: int, total: int) -> None:
+        """A ``progress(done, total)`` callback (the tiles of :func:`imgrad.process_huge`)."""
+        self(_Count(done, total, 0, time.monotonic() - self.start))
 
     def message(self, text: str) -> None:
         """Print a line of its own, clearing the bar first (it comes back at the next event)."""

@@ -58,9 +58,18 @@ import torch
 
 from . import io as image_io
 from .canny import CannySpec, canny
-from .gradients import Gradients, GradientSpec, laplacian, magnitude, orientation, spatial_gradient
+from .gradients import (
+    Gradients,
+    GradientSpec,
+    gradient_magnitude,
+    laplacian,
+    magnitude,
+    orientation,
+    spatial_gradient,
+)
 from .operators import Stencil, get_operator
-from .threshold import hysteresis_threshold, threshold, threshold_otsu, threshold_relative
+from .thresholds import hysteresis_threshold, threshold, threshold_otsu, threshold_relative
+from .tiled import DEFAULT_TILE, open_source, process_huge, refuse_non_local, streamable
 
 __all__ = [
     "FORMAT_EXTENSIONS",
@@ -71,9 +80,13 @@ __all__ = [
     "Summary",
     "Task",
     "Threshold",
+    "failure_reason",
+    "is_inside",
     "plan_tree",
     "process_file",
+    "process_huge_file",
     "process_tree",
+    "remove_temporary",
 ]
 
 GRADIENT_OPERATORS = ("sobel", "scharr", "prewitt", "central")
@@ -84,7 +97,7 @@ THRESHOLD_METHODS = ("value", "relative", "otsu", "hysteresis")
 #: Output format names and the extension their files get.
 FORMAT_EXTENSIONS = {"png": ".png", "tiff": ".tif", "npy": ".npy"}
 _EIGHT_BIT_ONLY = (".jpg", ".jpeg", ".webp", ".bmp")
-_RAW_EXTENSIONS = (".tif", ".tiff", ".npy")
+_RAW_EXTENSIONS = (".tif", ".tiff", ".npy", ".zarr")  # .zarr: written by process_huge_file
 _TMP_MARKER = ".imgrad-tmp"  # the marker of imgrad.io's temporary files
 _MAX_BATCH_PIXELS = 2**25  # a batch is computed once it holds this many pixels
 
@@ -224,9 +237,11 @@ class Recipe:
         """Raise ``ValueError`` if files with ``extension`` cannot hold this recipe's output."""
         ext = extension.lower()
         if self.mapping == "raw" and ext not in _RAW_EXTENSIONS:
-            raise ValueError(f"raw float output needs .tif or .npy, not {extension!r}")
-        if self.mapping == "raw" and ext != ".npy" and self.color == "channels":
-            raise ValueError("raw output of every colour channel needs .npy (TIFF float is grey)")
+            raise ValueError(f"raw float output needs .tif, .npy or .zarr, not {extension!r}")
+        if self.mapping == "raw" and ext in (".tif", ".tiff") and self.color == "channels":
+            raise ValueError(
+                "raw output of every colour channel needs .npy or .zarr (TIFF float is grey)"
+            )
         if self.bits == 16 and ext in _EIGHT_BIT_ONLY:
             raise ValueError(f"{extension} stores 8-bit samples only; use .png or .tif for 16 bits")
 
@@ -266,6 +281,80 @@ class Recipe:
         responses = ((directions @ taps.T) > 0) @ taps
         return peak * float(np.hypot(responses[:, 0], responses[:, 1]).max())
 
+    def fixed_scale(self, dtype: np.dtype, bits: int) -> float:
+        """Output units per unit of the result for the fixed mapping: ``scale`` if given, else
+        the top of the output range (``2**bits - 1``, or ``2**(bits-1) - 1`` above mid-grey for
+        signed results) over :meth:`full_scale`."""
+        if self.scale is not None:
+            return self.scale
+        top = 2 ** (bits - 1) - 1 if self.signed else 2**bits - 1
+        return top / self.full_scale(dtype)
+
+    def color_for(self, channels: int) -> str:
+        """The colour mode used for an image with ``channels`` channels: ``color`` applies to
+        colour (3-channel) images; any other image is its own luminance and max."""
+        return self.color if channels == 3 else ("max" if self.binary else "channels")
+
+    def check_tiled(self) -> str:
+        """The :func:`imgrad.process_huge` stage computing this recipe tile by tile.
+
+        Raises :class:`imgrad.tiled.NonLocalStageError` for hysteresis masks and Canny edges,
+        and ``ValueError`` for what needs a whole image (stretch mapping, orientation pictures)
+        or cannot be written from tiles (16-bit masks).
+        """
+        if self.operator == "canny":
+            refuse_non_local("canny")
+        if self.threshold is not None and self.threshold.method == "hysteresis":
+            refuse_non_local("hysteresis")
+        if self.result == "picture":
+            raise ValueError(
+                "the orientation picture is not available tile by tile; write the orientation "
+                "(result 'orientation') or use an image that fits in memory"
+            )
+        if self.mapping == "stretch":
+            raise ValueError(
+                "the stretch mapping needs each image's own range, which tiles do not know; use "
+                "the fixed mapping (the default, or a scale) or raw values"
+            )
+        if self.binary and self.bits == 16:
+            raise ValueError(
+                "masks are written tile by tile as 0/255 8-bit samples: bits 16 does not apply"
+            )
+        if self.operator == "laplacian":
+            return "laplacian"
+        return "threshold" if self.result == "mask" else str(self.result)
+
+    def huge_options(self, channels: int, dtype: np.dtype, extension: str) -> dict[str, Any]:
+        """Keyword arguments of :func:`imgrad.process_huge` that compute, for an image with
+        ``channels`` channels of ``dtype`` written to ``extension``, the samples :meth:`apply`
+        computes (see :meth:`check_tiled` for what is refused)."""
+        stage = self.check_tiled()
+        if channels not in (1, 3):
+            raise ValueError(
+                f"tiles are computed from grey or RGB images; this one has {channels} channels "
+                f"(alpha is not composited tile by tile)"
+            )
+        options: dict[str, Any] = {
+            "stage": stage,
+            "operator": "sobel" if stage == "laplacian" else self.operator,
+            "ksize": self.ksize,
+            "border": self.border,
+            "normalized": self.normalized,
+            "color": self.color_for(channels),
+            "norm": "l2",
+        }
+        if self.threshold is not None:
+            method, value = self.threshold.method, self.threshold.value
+            key = {"value": "threshold", "relative": "ratio", "otsu": "otsu"}[method]
+            options[key] = True if method == "otsu" else value
+        elif self.mapping == "raw":
+            options["output"] = "float"
+        else:
+            bits = self.bits_for(dtype, extension)
+            options["output"] = f"uint{bits}"
+            options["scale"] = self.fixed_scale(dtype, bits)
+        return options
+
     def apply(self, images: np.ndarray, extension: str = ".png") -> list[np.ndarray]:
         """Compute the output samples of an ``(N, C, H, W)`` batch of same-type images.
 
@@ -278,8 +367,7 @@ class Recipe:
             images = images.copy()
         x = torch.from_numpy(images).to(self.device)
         bits = self.bits_for(dtype, extension)
-        # the colour rule applies to colour images; a grey image is its own luminance and max
-        color = self.color if images.shape[1] == 3 else ("max" if self.binary else "channels")
+        color = self.color_for(images.shape[1])
         if self.operator == "canny":
             edges = canny(
                 x,
@@ -297,14 +385,16 @@ class Recipe:
                 x, self.ksize, border=self.border, normalized=self.normalized, color=color
             )
             return self._samples(values, dtype, bits)
-        g = spatial_gradient(
-            x,
-            self.operator,
-            ksize=self.ksize,
-            border=self.border,
-            normalized=self.normalized,
-            color=color,
-        )
+        options = {
+            "ksize": self.ksize,
+            "border": self.border,
+            "normalized": self.normalized,
+            "color": color,
+        }
+        if self.result == "magnitude":  # one call, and the fused path where it applies
+            m = gradient_magnitude(x, self.operator, norm="l2", **options)
+            return self._samples(m, dtype, bits)
+        g = spatial_gradient(x, self.operator, **options)
         if self.result == "gx":
             return self._samples(g.gx, dtype, bits)
         if self.result == "gy":
@@ -315,9 +405,7 @@ class Recipe:
         if self.result == "mask":
             assert self.threshold is not None
             return [_binary_samples(mask, bits) for mask in self.threshold.apply(m)]
-        if self.result == "picture":
-            return self._pictures(m, g, dtype, bits)
-        return self._samples(m, dtype, bits)
+        return self._pictures(m, g, dtype, bits)
 
     def _samples(self, values: torch.Tensor, dtype: np.dtype, bits: int) -> list[np.ndarray]:
         if self.mapping == "raw":
@@ -327,10 +415,7 @@ class Recipe:
                 image_io.to_image_values(v, bits=bits, mode="stretch", signed=self.signed)
                 for v in values
             ]
-        scale = self.scale
-        if scale is None:
-            top = 2 ** (bits - 1) - 1 if self.signed else 2**bits - 1
-            scale = top / self.full_scale(dtype)
+        scale = self.fixed_scale(dtype, bits)
         values = values.cpu()
         return [
             image_io.to_image_values(v, bits=bits, scale=scale, signed=self.signed) for v in values
@@ -412,6 +497,40 @@ def process_file(
     image_io.write_image(dest, out, format=format)
 
 
+def process_huge_file(
+    source: str | os.PathLike[str],
+    dest: str | os.PathLike[str],
+    recipe: Recipe,
+    *,
+    tile: int | tuple[int, int] = DEFAULT_TILE,
+    scheduler: Any = None,
+    progress: Callable[[int, int], None] | None = None,
+    alpha: str = "composite",
+    max_pixels: int | None = image_io.DEFAULT_MAX_PIXELS,
+) -> None:
+    """:func:`process_file` for images of any size: ``recipe`` computed tile by tile.
+
+    TIFF and Zarr sources are streamed (``alpha`` and ``max_pixels`` do not apply to them);
+    other image files are read whole, as :func:`process_file` reads them. ``dest`` is a tiled
+    TIFF, a Zarr array or another image file (see :func:`imgrad.process_huge`, which runs the
+    tiles on ``scheduler`` and reports ``progress(done, total)``). The samples are those
+    :func:`process_file` writes, bit for bit. Raises what :meth:`Recipe.check_tiled` raises
+    for recipes that tiles cannot compute.
+    """
+    recipe.check_tiled()
+    if _same_file(source, dest):
+        raise ValueError(f"refusing to write onto the input '{source}'")
+    if streamable(source):
+        image: Any = open_source(source)
+    else:
+        image = open_source(image_io.read_image(source, alpha=alpha, max_pixels=max_pixels))
+    try:
+        options = recipe.huge_options(image.shape[0], image.dtype, Path(dest).suffix)
+        process_huge(image, dest, tile=tile, scheduler=scheduler, progress=progress, **options)
+    finally:
+        image.close()
+
+
 def _same_file(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
     try:
         return os.path.samefile(a, b)
@@ -482,7 +601,8 @@ class Summary:
         return {"failed": self.failed, **out}
 
 
-def _inside(path: Path, root: Path) -> bool:
+def is_inside(path: Path, root: Path) -> bool:
+    """True if ``path`` is ``root`` or lies below it (compare resolved paths to follow links)."""
     return path == root or root in path.parents
 
 
@@ -529,7 +649,7 @@ def plan_tree(
         raise ValueError(f"input '{source_root}' is not a directory")
     if dest_root.exists() and not dest_root.is_dir():
         raise ValueError(f"output '{dest_root}' exists and is not a directory")
-    if _inside(dest_root.resolve(), source_root.resolve()):
+    if is_inside(dest_root.resolve(), source_root.resolve()):
         raise ValueError(
             f"output directory '{dest_root}' is inside the input directory '{source_root}'; "
             f"choose one outside it (its outputs would be read back as inputs)"
@@ -562,8 +682,9 @@ def _up_to_date(source: Path, dest: Path) -> bool:
         return False
 
 
-def _remove_temporary(root: Path) -> int:
-    """Delete temporary files left in ``root`` by a killed run; return how many."""
+def remove_temporary(root: Path) -> int:
+    """Delete the temporary files of :func:`imgrad.io.write_image` that a killed run left
+    anywhere under ``root`` (hidden names ending in ``.imgrad-tmp``); return how many."""
     removed = 0
     for folder, _, files in os.walk(root):
         for name in files:
@@ -618,7 +739,7 @@ def process_tree(
     summary = Summary(str(input_dir), str(output_dir), skipped=len(plan.skipped))
     dest_root = Path(output_dir)
     dest_root.mkdir(parents=True, exist_ok=True)
-    summary.removed_temporary = _remove_temporary(dest_root)
+    summary.removed_temporary = remove_temporary(dest_root)
     for failure in plan.failures:
         summary.failures.append(failure)
         if on_failure:
@@ -646,8 +767,10 @@ def process_tree(
     return summary
 
 
-def _reason(action: str, path: Path, error: BaseException) -> str:
-    """One line naming the file: imgrad.io's read errors already do; others get a prefix."""
+def failure_reason(action: str, path: str | os.PathLike[str], error: BaseException) -> str:
+    """The one-line reason of a :class:`Failure`: why ``action`` (read, process, write) failed
+    on ``path``. imgrad.io's read errors already name the file; others get the prefix
+    ``cannot {action} '{path}':``."""
     if isinstance(error, image_io.ImageReadError):
         return str(error)
     if isinstance(error, OSError) and error.strerror:
@@ -697,7 +820,7 @@ class _Runner:
                 try:
                     image = future.result()
                 except Exception as error:  # one bad file never stops the batch
-                    self.report(task, _reason("read", task.source, error))
+                    self.report(task, failure_reason("read", task.source, error))
                 else:
                     self._add(task, image)
                 self._reap(block=len(self.writes) > window)
@@ -741,14 +864,14 @@ class _Runner:
                     outputs.extend(self.recipe.apply(image[None], self.extension))
                 except Exception as error:
                     outputs.append(None)
-                    self.report(task, _reason("process", task.source, error))
+                    self.report(task, failure_reason("process", task.source, error))
         for (task, _), out in zip(items, outputs, strict=True):
             if out is not None:
                 self.writes[self.pool.submit(self._write, task, out)] = task
 
     def _write(self, task: Task, out: np.ndarray) -> None:
         task.dest.parent.mkdir(parents=True, exist_ok=True)
-        if not _inside(task.dest.parent.resolve(), self.dest_root):
+        if not is_inside(task.dest.parent.resolve(), self.dest_root):
             raise ValueError("it is outside the output directory (a symbolic link?)")
         image_io.write_image(task.dest, out)
 
@@ -765,4 +888,4 @@ class _Runner:
         for future in finished:
             task = self.writes.pop(future)
             error = future.exception()
-            self.report(task, None if error is None else _reason("write", task.dest, error))
+            self.report(task, None if error is None else failure_reason("write", task.dest, error))

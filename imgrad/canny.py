@@ -9,10 +9,10 @@ Pipeline (one core shared by :func:`canny` and :class:`Canny`):
    per pixel, the channel with the largest magnitude (the first one on ties), or work on the
    BT.601 luminance;
 4. non-maximum suppression in four sectors split at 22.5°, decided in exact arithmetic with
-   OpenCV's fixed-point ``tan(22.5°)`` (:func:`imgrad.threshold.nms_keep`);
+   OpenCV's fixed-point ``tan(22.5°)`` (:func:`imgrad.thresholds.nms_keep`);
 5. double threshold, strict: weak ``m > low``, strong ``m > high`` (swapped if ``low > high``);
 6. 8-connected hysteresis by exact connected-component labelling
-   (:func:`imgrad.threshold.hysteresis`).
+   (:func:`imgrad.thresholds.hysteresis`).
 
 OpenCV parity (uint8 input, no ``sigma``): OpenCV computes Sobel 7 as ``round(g / 16)`` in int16
 and divides the thresholds by 16; in L2 mode it clamps the thresholds to 32767 before squaring;
@@ -36,7 +36,7 @@ from ._input import _to_tensor, check_choice, compute_dtype, prepare
 from .engine import correlate, pad
 from .gradients import _luminance, first_derivatives_extended, orientation
 from .operators import Operator, Stencil, get_operator
-from .threshold import _components_with_seed, bordered_positions, nms_keep, otsu_threshold
+from .thresholds import _components_with_seed, bordered_positions, nms_keep, otsu_threshold
 
 __all__ = ["Canny", "CannyResult", "canny", "gaussian_stencil"]
 
@@ -335,7 +335,7 @@ def _candidates(
     src: torch.Tensor, plan: _Plan, low: torch.Tensor, high: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Weak pixels after suppression, strip by strip: ``(bordered positions, flat indices,
-    strong flags)``, ascending (see :func:`imgrad.threshold.bordered_positions`)."""
+    strong flags)``, ascending (see :func:`imgrad.thresholds.bordered_positions`)."""
     n, _, h, w = src.shape
     r = plan.op.radius
     ext = _replicate(src, r + 1, r)

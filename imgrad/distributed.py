@@ -134,12 +134,12 @@ def _guarded(function: Callable[[Any], None], item: Any) -> str | None:
     Catching here (not on the client) keeps the reason of any error, picklable or not, and stops
     Dask from retrying an error that would only happen again.
     """
-    from .batch import _reason
+    from .batch import failure_reason
 
     try:
         function(item)
     except Exception as error:
-        return _reason("process", Path(getattr(item, "source", str(item))), error)
+        return failure_reason("process", getattr(item, "source", str(item)), error)
     return None
 
 
@@ -192,10 +192,10 @@ def map_files(
 
 def _process_task(task: Any, recipe: Any, root: Path, alpha: str, max_pixels: int | None) -> None:
     """One file of a tree on a worker: the checks and the call of :class:`imgrad.batch`."""
-    from .batch import _inside, process_file
+    from .batch import is_inside, process_file
 
     task.dest.parent.mkdir(parents=True, exist_ok=True)
-    if not _inside(task.dest.parent.resolve(), root):
+    if not is_inside(task.dest.parent.resolve(), root):
         raise ValueError("it is outside the output directory (a symbolic link?)")
     process_file(task.source, task.dest, recipe, alpha=alpha, max_pixels=max_pixels)
 
@@ -223,7 +223,9 @@ def process_tree(
     (``workers`` and ``batch_size`` apply there). On a Dask cluster each file is one task
     (read, compute, atomic write, all on the worker); the same plan (skips for resume, refused
     outputs), the same :class:`imgrad.batch.Progress` after each file and the same
-    :class:`imgrad.batch.Failure` records, and the outputs are byte-identical.
+    :class:`imgrad.batch.Failure` records, and the outputs are byte-identical. A
+    ``KeyboardInterrupt`` stops the run (each output is written atomically) and the summary
+    says ``interrupted``, as there.
     """
     from . import batch
 
@@ -262,7 +264,7 @@ def process_tree(
     summary = batch.Summary(str(input_dir), str(output_dir), skipped=len(plan.skipped))
     root = Path(output_dir)
     root.mkdir(parents=True, exist_ok=True)
-    summary.removed_temporary = batch._remove_temporary(root)
+    summary.removed_temporary = batch.remove_temporary(root)
 
     def fail(path: str, reason: str) -> None:
         failure = batch.Failure(path, reason)
@@ -289,6 +291,9 @@ def process_tree(
     function = partial(
         _process_task, recipe=recipe, root=root.resolve(), alpha=alpha, max_pixels=max_pixels
     )
-    map_files(function, plan.tasks, scheduler=resolved, on_done=report)
+    try:
+        map_files(function, plan.tasks, scheduler=resolved, on_done=report)
+    except KeyboardInterrupt:  # the client is closed and the cluster drops the queued tasks
+        summary.interrupted = True
     summary.seconds = time.perf_counter() - start
     return summary

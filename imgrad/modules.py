@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from . import thresholds
 from ._input import check_choice
 from .gradients import (
     NORMS,
@@ -29,12 +30,14 @@ __all__ = [
     "ForwardDifference",
     "GradientMagnitude",
     "Hessian",
+    "HysteresisThreshold",
     "Laplacian",
     "Orientation",
     "Prewitt",
     "Scharr",
     "Sobel",
     "SpatialGradient",
+    "Threshold",
 ]
 
 
@@ -164,3 +167,51 @@ class Orientation(nn.Module):
 
     def extra_repr(self) -> str:
         return f"degrees={self.degrees}, signed={self.signed}"
+
+
+# --------------------------------------------------------------------------- threshold stage
+
+
+class Threshold(nn.Module):
+    """Boolean mask of a magnitude map: one of the threshold stage's rules, as a module.
+
+    ``Threshold(value=v)`` is :func:`imgrad.thresholds.threshold` (``x > v``),
+    ``Threshold(ratio=r)`` is :func:`~imgrad.thresholds.threshold_relative` (``x > r * max``) and
+    ``Threshold(otsu=True)`` is :func:`~imgrad.thresholds.threshold_otsu`; exactly one of them.
+    """
+
+    def __init__(
+        self, value: float | None = None, *, ratio: float | None = None, otsu: bool = False
+    ) -> None:
+        super().__init__()
+        if (value is not None) + (ratio is not None) + bool(otsu) != 1:
+            raise ValueError("give exactly one of value=, ratio= or otsu=True")
+        self.value, self.ratio, self.otsu = value, ratio, otsu
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.value is not None:
+            return thresholds.threshold(x, self.value)
+        if self.ratio is not None:
+            return thresholds.threshold_relative(x, self.ratio)
+        return thresholds.threshold_otsu(x)
+
+    def extra_repr(self) -> str:
+        if self.value is not None:
+            return f"value={self.value}"
+        return f"ratio={self.ratio}" if self.ratio is not None else "otsu=True"
+
+
+class HysteresisThreshold(nn.Module):
+    """:func:`imgrad.thresholds.hysteresis_threshold` as a module."""
+
+    def __init__(self, low: float, high: float, connectivity: int = 8) -> None:
+        super().__init__()
+        if connectivity not in (4, 8) or isinstance(connectivity, bool):
+            raise ValueError(f"connectivity must be 4 or 8, got {connectivity!r}")
+        self.low, self.high, self.connectivity = float(low), float(high), connectivity
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return thresholds.hysteresis_threshold(x, self.low, self.high, self.connectivity)
+
+    def extra_repr(self) -> str:
+        return f"low={self.low}, high={self.high}, connectivity={self.connectivity}"

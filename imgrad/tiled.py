@@ -90,8 +90,8 @@ from .gradients import (
     orientation,
     second_derivatives_extended,
 )
-from .threshold import _otsu_index
-from .threshold import threshold as threshold_mask
+from .thresholds import _otsu_index
+from .thresholds import threshold as threshold_mask
 
 __all__ = [
     "LOCAL_STAGES",
@@ -99,7 +99,11 @@ __all__ = [
     "STAGES",
     "MissingExtraError",
     "NonLocalStageError",
+    "check_tile",
+    "open_source",
     "process_huge",
+    "refuse_non_local",
+    "streamable",
 ]
 
 FIRST_ORDER = ("gy", "gx", "magnitude", "orientation", "threshold")
@@ -288,6 +292,15 @@ def _tiff_array(path: str) -> Any:
         return _TIFF_STORES[key][1]
 
 
+def streamable(path: Any) -> bool:
+    """True for a path that :func:`open_source` streams by tiles (a TIFF file, a Zarr array);
+    other image files are read whole."""
+    if not isinstance(path, (str, os.PathLike)):
+        return False
+    path = Path(path)
+    return path.suffix.lower() in (*TIFF_SUFFIXES, ZARR_SUFFIX) or path.is_dir()
+
+
 def open_source(src: Any) -> Source:
     """A :class:`Source` for an array, tensor, ``zarr.Array`` or path (see the module notes)."""
     if isinstance(src, Source):
@@ -303,10 +316,9 @@ def open_source(src: Any) -> Source:
     path = Path(src)
     if not path.exists():
         raise FileNotFoundError(f"'{path}': no such file or directory")
-    suffix = path.suffix.lower()
-    if suffix in TIFF_SUFFIXES:
+    if path.suffix.lower() in TIFF_SUFFIXES:
         return TiffSource(path)
-    if suffix == ZARR_SUFFIX or path.is_dir():
+    if streamable(path):
         return ZarrSource(path)
     from .io import read_image  # the pixel limit says to convert a too-large file to TIFF/Zarr
 
@@ -455,7 +467,7 @@ def block_statistics(
 ) -> tuple[torch.Tensor, np.ndarray | None]:
     """The tile's magnitude extremes ``[min, max]`` (float64, NaN propagates) and, given
     ``binning = (lo, width, bins)`` of the whole image, its histogram as
-    :func:`imgrad.threshold.otsu_threshold` bins floating data."""
+    :func:`imgrad.thresholds.otsu_threshold` bins floating data."""
     if raw is None:
         assert source is not None
         raw = read_window(source, job, block)
@@ -611,12 +623,18 @@ def _bounded(
 # --------------------------------------------------------------------------- the entry point
 
 
-def _tile_pair(tile: int | tuple[int, int]) -> tuple[int, int]:
+def check_tile(
+    tile: int | tuple[int, int], dst: str | os.PathLike[str] | None = None
+) -> tuple[int, int]:
+    """``tile`` as ``(rows, columns)``, checked: positive ints, multiples of 16 for a TIFF
+    ``dst`` (``ValueError`` quoting the bad value)."""
     pair = (tile, tile) if isinstance(tile, int) else tuple(tile)
     if len(pair) != 2 or not all(isinstance(t, int) and not isinstance(t, bool) for t in pair):
         raise ValueError(f"tile must be an int or a (rows, columns) pair of ints; got {tile!r}")
     if min(pair) < 1:
         raise ValueError(f"tile sizes must be positive; got {tile!r}")
+    if _destination_kind(dst) == "tiff" and (pair[0] % 16 or pair[1] % 16):
+        raise ValueError(f"TIFF tiles must be multiples of 16; got tile={tile!r}")
     return pair  # type: ignore[return-value]
 
 
@@ -631,13 +649,22 @@ def _destination_kind(dst: str | os.PathLike[str] | None) -> str:
     return "image"
 
 
-def _check_stage(stage: str, spec: GradientSpec) -> str:
+def refuse_non_local(stage: str) -> None:
+    """Raise :class:`NonLocalStageError` for a stage of :data:`NON_LOCAL_STAGES`, saying why and
+    what to use instead; return for any other stage."""
     if stage in NON_LOCAL_STAGES:
         raise NonLocalStageError(
-            f"stage {stage!r} cannot be computed tile by tile: {NON_LOCAL_STAGES[stage]}. Use "
-            f"stage='threshold' (fixed, ratio= or otsu=True, all exact by tiles), or run "
-            f"imgrad.canny / imgrad.hysteresis_threshold on the whole image if it fits in memory"
+            f"{stage} cannot be computed tile by tile: {NON_LOCAL_STAGES[stage]}. Use a fixed, "
+            f"relative or Otsu threshold of the gradient magnitude instead, which tiles compute "
+            f"exactly (stage='threshold' with threshold=, ratio= or otsu=True; on the command "
+            f"line e.g. 'imgrad sobel' with --threshold, --threshold-relative or --otsu), or run "
+            f"{stage} on an image that fits in memory "
+            f"(imgrad.{'canny' if stage == 'canny' else 'hysteresis_threshold'})"
         )
+
+
+def _check_stage(stage: str, spec: GradientSpec) -> str:
+    refuse_non_local(stage)
     if stage not in STAGES:
         raise ValueError(f"unknown stage {stage!r}; expected one of {', '.join(STAGES)}")
     if stage in SECOND_ORDER:
@@ -762,10 +789,8 @@ def process_huge(
         raise ValueError(f"output must be 'float', 'uint8' or 'uint16'; got {output!r}")
     if (output != "float" and stage != "threshold") != (scale is not None):
         raise ValueError("scale is required with output='uint8'/'uint16', and only there")
-    tile_hw = _tile_pair(tile)
+    tile_hw = check_tile(tile, dst)
     kind = _destination_kind(dst)
-    if kind == "tiff" and (tile_hw[0] % 16 or tile_hw[1] % 16):
-        raise ValueError(f"TIFF tiles must be multiples of 16; got tile={tile!r}")
     source = open_source(src)
     try:
         c, h, w = source.shape
@@ -853,7 +878,7 @@ def _otsu_value(
 ) -> float:
     """Otsu's threshold of the whole magnitude from tile statistics (two streamed passes).
 
-    Mirrors :func:`imgrad.threshold.otsu_threshold` on floating data: the histogram over
+    Mirrors :func:`imgrad.thresholds.otsu_threshold` on floating data: the histogram over
     ``[min, max]`` in ``bins`` bins, added up exactly from the tiles' integer counts.
     """
     extremes = torch.stack([e for e, _ in each(block_statistics, job, None)])

@@ -199,7 +199,7 @@ def test_threshold_refuses_bad_values() -> None:
 
 
 def test_check_extension() -> None:
-    with pytest.raises(ValueError, match=".tif or .npy"):
+    with pytest.raises(ValueError, match=r"needs .tif, .npy or .zarr"):
         Recipe(mapping="raw").check_extension(".png")
     with pytest.raises(ValueError, match="needs .npy"):
         Recipe(mapping="raw", color="channels").check_extension(".tif")
@@ -431,5 +431,77 @@ def test_process_tree_argument_errors(tmp_path: Path) -> None:
         process_tree(tmp_path / "in", tmp_path / "out", Recipe(), format="gif")
     with pytest.raises(ValueError, match="at least 1"):
         process_tree(tmp_path / "in", tmp_path / "out", Recipe(), workers=0)
-    with pytest.raises(ValueError, match=".tif or .npy"):
+    with pytest.raises(ValueError, match=r"needs .tif, .npy or .zarr"):
         process_tree(tmp_path / "in", tmp_path / "out", Recipe(mapping="raw"))
+
+
+# --------------------------------------------------------------------------- tile by tile
+
+
+@pytest.mark.parametrize(
+    "recipe",
+    [
+        Recipe(),
+        Recipe("scharr", "gy"),
+        Recipe("sobel", "orientation", bits=8),
+        Recipe("central", "mask", threshold=Threshold("relative", 0.25)),
+        Recipe("laplacian", ksize=5, normalized=True),
+        Recipe("prewitt", "gx", mapping="raw"),
+    ],
+)
+def test_process_huge_file_writes_the_samples_of_process_file(recipe: Recipe, tmp_path: Path):
+    """16-bit TIFF tiles in, tiled TIFF out: the same samples as the whole-image process_file."""
+    tifffile = pytest.importorskip("tifffile")
+    rng = np.random.default_rng(2)
+    image = rng.integers(0, 60000, (90, 70), dtype=np.uint16)
+    tifffile.imwrite(tmp_path / "in.tif", image, tile=(32, 32))
+    calls: list[tuple[int, int]] = []
+    batch.process_huge_file(
+        tmp_path / "in.tif",
+        tmp_path / "tiles.tif",
+        recipe,
+        tile=32,
+        progress=lambda *a: calls.append(a),
+    )
+    process_file(tmp_path / "in.tif", tmp_path / "whole.tif", recipe)
+    tiles, whole = tifffile.imread(tmp_path / "tiles.tif"), tifffile.imread(tmp_path / "whole.tif")
+    assert tiles.dtype == whole.dtype and np.array_equal(tiles, whole)
+    assert calls[-1][0] == calls[-1][1] >= 9
+
+
+def test_what_tiles_cannot_compute_is_refused(tmp_path: Path) -> None:
+    from imgrad.tiled import NonLocalStageError
+
+    for recipe in (
+        Recipe("canny"),
+        Recipe(result="mask", threshold=Threshold("hysteresis", low=1, high=2)),
+    ):
+        with pytest.raises(NonLocalStageError, match="cannot be computed tile by tile"):
+            recipe.check_tiled()
+    with pytest.raises(ValueError, match="stretch"):
+        Recipe(mapping="stretch").check_tiled()
+    with pytest.raises(ValueError, match="picture"):
+        Recipe(result="picture").check_tiled()
+    with pytest.raises(ValueError, match="0/255"):
+        Recipe(result="mask", bits=16).check_tiled()
+    with pytest.raises(ValueError, match="4 channels"):
+        Recipe().huge_options(4, np.dtype(np.uint8), ".tif")
+    assert Recipe("laplacian").huge_options(1, np.dtype(np.uint8), ".zarr")["stage"] == "laplacian"
+
+
+def test_public_helpers_of_trees(tmp_path: Path) -> None:
+    """failure_reason, is_inside and remove_temporary (used by imgrad.distributed too)."""
+    assert batch.is_inside(tmp_path / "a" / "b", tmp_path) and batch.is_inside(tmp_path, tmp_path)
+    assert not batch.is_inside(tmp_path.parent, tmp_path)
+    error = FileNotFoundError(2, "No such file or directory")
+    assert (
+        batch.failure_reason("write", "x.png", error)
+        == "cannot write 'x.png': No such file or directory"
+    )
+    assert (
+        batch.failure_reason("process", "x.png", ValueError("bad")) == "cannot process 'x.png': bad"
+    )
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / ".a.png.1234.imgrad-tmp").write_bytes(b"")
+    (tmp_path / "keep.png").write_bytes(b"")
+    assert batch.remove_temporary(tmp_path) == 1 and (tmp_path / "keep.png").exists()

@@ -114,7 +114,7 @@ def test_relative_and_quantile_thresholds():
 
 def test_automatic_thresholds_use_otsu_on_magnitude():
     from imgrad.gradients import sobel
-    from imgrad.threshold import otsu_threshold
+    from imgrad.thresholds import otsu_threshold
 
     a = torch.from_numpy(as_stored(PHOTOS[2])).float()
     gy, gx = sobel(a, border="replicate")

@@ -26,10 +26,11 @@ from imgrad_cli.progress import ProgressPrinter, duration
 from PIL import Image
 
 import imgrad
-from imgrad import batch, spatial_gradient
+from imgrad import batch, spatial_gradient, tiled
+from imgrad import distributed as imgrad_distributed
 from imgrad import io as imgrad_io
 from imgrad.canny import COLORS, THRESHOLD_MODES, canny
-from imgrad.threshold import hysteresis_threshold
+from imgrad.thresholds import hysteresis_threshold
 
 SAMPLES = Path(__file__).resolve().parent.parent / "sample_images"
 COMMANDS = ("sobel", "scharr", "prewitt", "central", "gradient", "laplacian", "canny")
@@ -47,6 +48,7 @@ SHARED = {
     "--batch-size",
     "--quiet",
     "--json",
+    "--scheduler-address",
 }
 
 
@@ -129,6 +131,8 @@ def test_choices_match_the_library() -> None:
     assert options.FORMATS == batch.FORMAT_EXTENSIONS
     assert set(options.OUTPUT_EXTENSIONS) == imgrad_io.SUPPORTED_OUTPUT_EXTENSIONS
     assert options.DEFAULT_MAX_PIXELS == imgrad_io.DEFAULT_MAX_PIXELS
+    assert options.ZARR_EXTENSION == tiled.ZARR_SUFFIX
+    assert options.DEFAULT_TILE == tiled.DEFAULT_TILE
     params = {p.name: p for p in cli.commands["canny"].params}
     assert tuple(params["thresholds"].type.choices) == THRESHOLD_MODES
     assert set(params["color"].type.choices) == set(COLORS)
@@ -337,7 +341,7 @@ def test_output_directory_for_a_file(rgb: Path, tmp_path: Path) -> None:
         (["sobel", "{rgb}", "out.png", "--threshold-relative", "2"], "0<=x<=1"),
         (["sobel", "{rgb}", "out.png", "--otsu", "--threshold", "3"], "choose one threshold"),
         (["sobel", "{rgb}", "out.png", "--result", "gx", "--otsu"], "makes a mask"),
-        (["sobel", "{rgb}", "out.png", "--mapping", "raw"], "needs .tif or .npy"),
+        (["sobel", "{rgb}", "out.png", "--mapping", "raw"], "needs .tif, .npy or .zarr"),
         (
             ["sobel", "{rgb}", "out.png", "--result", "picture", "--color", "channels"],
             "one channel",
@@ -350,7 +354,10 @@ def test_output_directory_for_a_file(rgb: Path, tmp_path: Path) -> None:
         (["sobel", "{tree}", "-"], "directory OUTPUT"),
         (["sobel", "{tree}", "{tree}/edges"], "inside the input directory"),
         (["sobel", "{tree}", "{rgb}"], "is not a directory"),
-        (["sobel", "{tree}", "out", "--format", "png", "--mapping", "raw"], "needs .tif or .npy"),
+        (
+            ["sobel", "{tree}", "out", "--format", "png", "--mapping", "raw"],
+            "needs .tif, .npy or .zarr",
+        ),
         (["sobel", "{tree}", "out", "--jobs", "0"], "x>=1"),
         (["sobel", "{rgb}", "out.png", "--max-pixels", "-1"], "x>=0"),
         (["sobel"], "Missing argument 'INPUT'"),
@@ -582,3 +589,239 @@ def test_console_script_sigterm_stops_cleanly(tmp_path: Path) -> None:
     assert summary["interrupted"] and summary["processed"] == len(list(out.rglob("*.png")))
     assert b"run the same command again" in stderr
     assert not [p for p in out.rglob("*") if ".imgrad-tmp" in p.name]
+
+
+# --------------------------------------------------------------------------- huge images, clusters
+
+tifffile = pytest.importorskip("tifffile")
+zarr = pytest.importorskip("zarr")
+dask_distributed = pytest.importorskip("distributed")
+
+
+@pytest.fixture(scope="module")
+def cluster() -> str:
+    """One LocalCluster for the module: a worker process on free loopback ports."""
+    with dask_distributed.LocalCluster(
+        n_workers=1,
+        threads_per_worker=2,
+        processes=True,
+        host="127.0.0.1",
+        dashboard_address="127.0.0.1:0",
+    ) as local:
+        yield local.scheduler_address
+
+
+def task_prefixes(address: str) -> set[str]:
+    """The names of the functions the scheduler at ``address`` has run tasks of."""
+    with dask_distributed.Client(address) as client:
+        return set(
+            client.run_on_scheduler(lambda dask_scheduler: list(dask_scheduler.task_prefixes))
+        )
+
+
+@pytest.fixture
+def large(tmp_path: Path) -> dict[str, Path]:
+    """The same 300x200 data as a PNG and as a TIFF of 64x64 tiles, grey and RGB."""
+    rng = np.random.default_rng(7)
+    grey = rng.integers(0, 200, (200, 300), dtype=np.uint8)
+    grey[60:140, 90:210] += 55
+    colour = rng.integers(0, 256, (200, 300, 3), dtype=np.uint8)
+    tifffile.imwrite(tmp_path / "grey.tif", grey, tile=(64, 64))
+    tifffile.imwrite(tmp_path / "rgb.tif", colour, tile=(64, 64), photometric="rgb")
+    return {
+        "grey.tif": tmp_path / "grey.tif",
+        "grey.png": save(tmp_path / "grey.png", grey[None]),
+        "rgb.tif": tmp_path / "rgb.tif",
+        "rgb.png": save(tmp_path / "rgb.png", np.moveaxis(colour, -1, 0)),
+    }
+
+
+@pytest.mark.parametrize(
+    "name, args",
+    [
+        ("grey", ["sobel"]),
+        ("rgb", ["scharr", "--result", "gx", "--bits", "16"]),
+        ("rgb", ["sobel", "--result", "orientation", "--color", "max"]),
+        ("grey", ["prewitt", "--otsu", "--border", "replicate"]),
+        ("rgb", ["laplacian", "--ksize", "3", "--color", "channels"]),
+    ],
+)
+def test_tiled_tiff_equals_the_whole_image(
+    name: str, args: list[str], large: dict[str, Path], tmp_path: Path
+) -> None:
+    """A tiled TIFF in -> a tiled TIFF out, 64x64 tiles: the samples of the whole-image run."""
+    command, *rest = args
+    done = run([command, large[f"{name}.tif"], tmp_path / "tiles.tif", "--tile", "64", *rest])
+    passes = 3 if "--otsu" in rest else 1  # Otsu: extremes, histogram, mask
+    assert f"{20 * passes}/{20 * passes} [" in done.stderr and "tiles/s" in done.stderr
+    run([command, large[f"{name}.png"], tmp_path / "whole.tif", *rest])
+    tiles, whole = tifffile.imread(tmp_path / "tiles.tif"), tifffile.imread(tmp_path / "whole.tif")
+    assert tiles.dtype == whole.dtype and np.array_equal(tiles, whole)
+    with tifffile.TiffFile(tmp_path / "tiles.tif") as tif:
+        assert tif.pages[0].is_tiled and tif.pages[0].tilewidth == 64
+
+
+def test_zarr_in_and_out(large: dict[str, Path], tmp_path: Path) -> None:
+    """Zarr arrays are read and written tile by tile; they hold float values by default."""
+    grey = read(large["grey.png"])[0]
+    zarr.create_array(str(tmp_path / "in.zarr"), data=grey, chunks=(50, 70))
+    run(["sobel", tmp_path / "in.zarr", tmp_path / "gx.zarr", "--result", "gx", "-q"])
+    run(["sobel", large["grey.png"], tmp_path / "gx.npy", "--result", "gx"])
+    gx = zarr.open_array(str(tmp_path / "gx.zarr"))
+    assert gx.dtype == np.float32 and gx.chunks == (1024, 1024)
+    assert np.array_equal(gx[:], np.load(tmp_path / "gx.npy")[0])
+    run(["sobel", tmp_path / "in.zarr", tmp_path / "mag.png", "--tile", "48", "-q"])
+    run(["sobel", large["grey.png"], tmp_path / "whole.png"])
+    assert np.array_equal(read(tmp_path / "mag.png"), read(tmp_path / "whole.png"))
+    run(["sobel", tmp_path / "in.zarr", tmp_path / "mag.zarr", "--bits", "8", "-q"])  # samples
+    assert np.array_equal(
+        zarr.open_array(str(tmp_path / "mag.zarr"))[:], read(tmp_path / "whole.png")[0]
+    )
+    run(["sobel", tmp_path / "in.zarr", tmp_path / "mag.zarr", "--bits", "8", "-q"])  # replaced
+    assert not list(tmp_path.glob(".*imgrad-tmp"))
+
+
+def test_tiff_above_the_pixel_limit_is_streamed(large: dict[str, Path], tmp_path: Path) -> None:
+    """No option needed: a TIFF above --max-pixels is computed tile by tile, not refused."""
+    done = run(["sobel", large["rgb.tif"], tmp_path / "tiles.png", "--max-pixels", "1000"])
+    assert "tiles/s" in done.stderr
+    run(["sobel", large["rgb.png"], tmp_path / "whole.png"])
+    assert np.array_equal(read(tmp_path / "tiles.png"), read(tmp_path / "whole.png"))
+
+
+def test_png_above_the_pixel_limit_says_what_to_use(large: dict[str, Path], tmp_path: Path) -> None:
+    result = run(["sobel", large["grey.png"], tmp_path / "out.png", "--max-pixels", "1000"], code=1)
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert "more than the limit of 1,000" in result.stderr
+    assert "tiled TIFF or Zarr" in result.stderr and "--max-pixels" in result.stderr
+    result = run(["canny", large["grey.png"], tmp_path / "out.png", "--max-pixels", "1000"], code=1)
+    assert (
+        result.stderr.count("\n") == 1 and "canny cannot be computed tile by tile" in result.stderr
+    )
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (
+            ["sobel", "{tif}", "o.tif", "--tile", "64", "--hysteresis", "9", "99"],
+            "hysteresis cannot",
+        ),
+        (["sobel", "{zarr}", "o.zarr", "--hysteresis", "9", "99"], "--otsu"),
+        (["canny", "{zarr}", "o.png"], "canny cannot be computed tile by tile"),
+        (["canny", "{tif}", "o.png", "--max-pixels", "100"], "'imgrad sobel' with --threshold"),
+        (["canny", "{tif}", "o.png", "--scheduler-address", "threads"], "canny cannot"),
+        (["sobel", "{tif}", "o.tif", "--tile", "64", "--mapping", "stretch"], "stretch mapping"),
+        (["sobel", "{zarr}", "o.png", "--result", "picture"], "picture is not available"),
+        (["sobel", "{tif}", "o.tif", "--tile", "50"], "multiples of 16"),
+        (["sobel", "{tif}", "o.tif", "--scheduler-address", "host"], "local:N"),
+        (["sobel", "{tif}", "o.tif", "--scheduler-address", "local:0"], "N >= 1"),
+        (["sobel", "{tif}", "-", "--tile", "64"], "not stdin/stdout"),
+        (["sobel", "{dir}", "out", "--tile", "64"], "applies to a file INPUT only"),
+        (["sobel", "{tif}", "o.zarr", "--format", "png"], "contradicts"),
+    ],
+)
+def test_what_tiles_cannot_do_exits_2(
+    args: list[str], message: str, large: dict[str, Path], tmp_path: Path, monkeypatch
+) -> None:
+    zarr.create_array(str(tmp_path / "in.zarr"), data=np.zeros((40, 40), np.uint8))
+    names = {"tif": large["grey.tif"], "zarr": tmp_path / "in.zarr", "dir": tmp_path / "none"}
+    (tmp_path / "none").mkdir()
+    monkeypatch.chdir(tmp_path)
+    result = run([a.format(**names) for a in args], code=2)
+    assert message in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "o.tif").exists() and not (tmp_path / "o.zarr").exists()
+
+
+def small_tree(root: Path) -> Path:
+    rng = np.random.default_rng(3)
+    for i in range(4):
+        shape = (3, 30, 40) if i % 2 else (1, 36, 28)
+        save(root / ("sub" if i > 1 else "") / f"img{i}.png", rng.integers(0, 256, shape, np.uint8))
+    (root / "broken.png").write_bytes(b"not a png")
+    return root
+
+
+def same_tree(a: Path, b: Path) -> int:
+    """Assert the same files with the same bytes under ``a`` and ``b``; return how many."""
+    files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file())
+    for relative in files:
+        assert (a / relative).read_bytes() == (b / relative).read_bytes(), relative
+    return len(files)
+
+
+def test_dask_scheduler_address_is_honoured(
+    cluster: str, large: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """$DASK_SCHEDULER_ADDRESS runs directories (a task per file) and huge files (a task per
+    tile) on that cluster, with the same files, progress and failures as the threads run."""
+    source = small_tree(tmp_path / "in")
+    local = run(["sobel", source, tmp_path / "local", "--scheduler-address", "threads"], code=1)
+    monkeypatch.setenv(imgrad_distributed.SCHEDULER_ENV, cluster)
+    remote = run(["sobel", source, tmp_path / "remote"], code=1)
+    assert same_tree(tmp_path / "local", tmp_path / "remote") == 4
+    for result in (local, remote):
+        assert "Error: cannot read" in result.stderr and "broken.png" in result.stderr
+        assert "5/5 [" in result.stderr
+        assert "4 processed, 0 skipped (up to date), 1 failed" in result.stderr
+    run(["sobel", large["grey.tif"], tmp_path / "tiles.zarr", "--bits", "8", "-q"])
+    assert {"guarded", "compute_block"} <= task_prefixes(cluster)
+    run(["sobel", large["grey.png"], tmp_path / "whole.png"])
+    assert np.array_equal(
+        zarr.open_array(str(tmp_path / "tiles.zarr"))[:], read(tmp_path / "whole.png")[0]
+    )
+
+
+def test_scheduler_address_option_for_a_file(cluster: str, large: dict[str, Path], tmp_path: Path):
+    """--scheduler-address with a single file computes it tile by tile on that cluster."""
+    args = ["--otsu", "--scheduler-address", cluster, "-q"]
+    run(["sobel", large["rgb.tif"], tmp_path / "mask.tif", *args])
+    run(["sobel", large["rgb.png"], tmp_path / "whole.tif", "--otsu"])
+    assert np.array_equal(
+        tifffile.imread(tmp_path / "mask.tif"), tifffile.imread(tmp_path / "whole.tif")
+    )
+
+
+def test_console_script_local_cluster_directory(tmp_path: Path) -> None:
+    """A real run: --scheduler-address local:2 starts two worker processes; same bytes."""
+    source = small_tree(tmp_path / "in")
+    run(["scharr", source, tmp_path / "threads", "--result", "gy", "--quiet"], code=1)
+    done = console(
+        "scharr",
+        str(source),
+        str(tmp_path / "dask"),
+        "--result",
+        "gy",
+        "--json",
+        "--scheduler-address",
+        "local:2",
+    )
+    assert done.returncode == 1, done.stderr
+    summary = json.loads(done.stdout)
+    assert (summary["processed"], summary["failed"]) == (4, 1)
+    assert b"4 processed, 0 skipped (up to date), 1 failed" in done.stderr
+    assert b"Traceback" not in done.stderr
+    assert same_tree(tmp_path / "threads", tmp_path / "dask") == 4
+
+
+def test_missing_extra_exits_1_with_the_install_command(
+    large: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib
+
+    real_import = importlib.import_module
+
+    def without_extra(name: str, *args: object) -> object:
+        if name in ("zarr", "distributed"):
+            raise ImportError(f"No module named {name!r}")
+        return real_import(name, *args)
+
+    monkeypatch.setattr(importlib, "import_module", without_extra)
+    for args in (
+        ["sobel", large["grey.png"], tmp_path / "out.zarr"],
+        ["sobel", small_tree(tmp_path / "in"), tmp_path / "out", "--scheduler-address", "local:1"],
+    ):
+        result = run(args, code=1)
+        assert "pip install 'imgrad[dask]'" in result.stderr and "Traceback" not in result.output
+        assert result.stderr.count("\n") == 1

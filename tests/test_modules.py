@@ -273,3 +273,51 @@ def test_forward_errors_are_the_functions():
         imgrad.Sobel(7)(torch.rand(1, 1, 3, 3))
     with pytest.raises(TypeError, match=r"bool images"):
         imgrad.Scharr()(torch.zeros(4, 4, dtype=torch.bool))
+
+
+# --------------------------------------------------------------------------- threshold stage
+
+
+def test_threshold_modules_equal_their_functions():
+    """Threshold(value|ratio|otsu) and HysteresisThreshold give the functions' masks."""
+    from imgrad import thresholds as th
+
+    torch.manual_seed(3)
+    m = imgrad.gradient_magnitude(torch.rand(2, 1, 24, 20) * 255)
+    assert torch.equal(imgrad.Threshold(300.0)(m), th.threshold(m, 300.0))
+    assert torch.equal(imgrad.Threshold(ratio=0.4)(m), th.threshold_relative(m, 0.4))
+    assert torch.equal(imgrad.Threshold(otsu=True)(m), th.threshold_otsu(m))
+    hyst = imgrad.HysteresisThreshold(200.0, 500.0, connectivity=4)
+    assert torch.equal(hyst(m), th.hysteresis_threshold(m, 200.0, 500.0, connectivity=4))
+    assert hyst(m).sum() < th.threshold(m, 200.0).sum()  # some weak pixels are dropped
+
+
+def test_threshold_stage_in_a_sequential():
+    """Image -> magnitude -> mask in one nn.Sequential, no parameters."""
+    net = torch.nn.Sequential(imgrad.GradientMagnitude(), imgrad.Threshold(ratio=0.5))
+    img = torch.zeros(1, 1, 8, 8)
+    img[..., 4:] = 1.0
+    mask = net(img)
+    assert mask.dtype == torch.bool
+    assert mask[0, 0, :, 3:5].all() and not mask[0, 0, :, :3].any()
+    assert list(net.parameters()) == []
+
+
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        (lambda: imgrad.Threshold(), "exactly one of"),
+        (lambda: imgrad.Threshold(1.0, ratio=0.5), "exactly one of"),
+        (lambda: imgrad.HysteresisThreshold(1, 2, connectivity=6), "connectivity must be 4 or 8"),
+    ],
+)
+def test_threshold_modules_reject_bad_options(build, message):
+    with pytest.raises(ValueError, match=message):
+        build()
+
+
+def test_threshold_module_repr():
+    assert repr(imgrad.Threshold(ratio=0.25)) == "Threshold(ratio=0.25)"
+    assert repr(imgrad.HysteresisThreshold(1, 2)) == (
+        "HysteresisThreshold(low=1.0, high=2.0, connectivity=8)"
+    )

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from imgrad.threshold import (
+from imgrad.thresholds import (
     hysteresis_threshold,
     non_maximum_suppression,
     otsu_threshold,

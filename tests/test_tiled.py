@@ -11,7 +11,7 @@ import torch
 
 import imgrad
 from imgrad import io as image_io
-from imgrad.threshold import threshold, threshold_otsu, threshold_relative
+from imgrad.thresholds import threshold, threshold_otsu, threshold_relative
 from imgrad.tiled import (
     MissingExtraError,
     NonLocalStageError,

@@ -388,7 +388,7 @@ def non_maximum_suppression(magnitude: Any, gy: Any, gx: Any) -> Any:
     """Keep the magnitude at local maxima along the gradient direction, 0 elsewhere.
 
     OpenCV's Canny rule: the direction is one of four sectors split at 22.5° (decided in exact
-    arithmetic, see :func:`sectors`); a pixel survives if its magnitude exceeds its neighbour
+    arithmetic, see :func:`nms_keep`); a pixel survives if its magnitude exceeds its neighbour
     before it (left, up, or the diagonal one above) and is at least the one after it
     (horizontal/vertical) or exceeds it (diagonals). Outside the image counts as magnitude 0.
     ``+y`` is down: ``gx, gy > 0`` compares with the up-left and down-right neighbours.
