@@ -25,7 +25,7 @@ inductor's on-disk cache makes later processes load it instead of compiling. If 
 temporaries stay cache-sized.
 
 Numbers: bit-identical to the reference for every operator, border, norm and dtype. For the L2
-norm the kernel stores the squared magnitude (0 where it is not positive) in the compute dtype and
+norm the kernel stores the squared magnitude in the compute dtype and
 the square root is then taken by eager ``torch.sqrt`` in place, like the reference: a compiled
 square root is the correctly rounded IEEE one, whereas eager ``torch.sqrt`` on the CPU may go
 through MKL's vector math, 1 ulp away from it for some inputs.
@@ -139,10 +139,7 @@ def _flat_magnitude(src: torch.Tensor, out: torch.Tensor, width: int, plan: Plan
     if plan.norm == "l1":
         mag = gy.abs() + gx.abs()
     else:
-        mag = gy * gy + gx * gx
-        if plan.norm == "l2":
-            # 0 where not positive (NaN too), as the reference; the caller takes the sqrt
-            mag = torch.where(mag > 0, mag, torch.zeros_like(mag))
+        mag = gy * gy + gx * gx  # for L2 the caller takes the sqrt (sqrt(0) is 0, NaN stays)
     out.copy_(mag)
 
 

@@ -391,10 +391,10 @@ def _norm(gy: torch.Tensor, gx: torch.Tensor, norm: str) -> torch.Tensor:
     if norm == "squared":
         return squared
     # Exact forward (sqrt(0) = 0, no eps) and a finite backward: where the gradient is 0 the
-    # sqrt is taken of 1 and discarded, so d/dg is 0 there instead of NaN.
-    positive = squared > 0
-    root = torch.sqrt(torch.where(positive, squared, torch.ones_like(squared)))
-    return torch.where(positive, root, torch.zeros_like(squared))
+    # sqrt is taken of 1 and discarded, so d/dg is 0 there instead of NaN. NaN stays NaN.
+    zero = squared == 0
+    root = torch.sqrt(torch.where(zero, torch.ones_like(squared), squared))
+    return torch.where(zero, torch.zeros_like(squared), root)
 
 
 def _as_pair(gradients: Any) -> tuple[torch.Tensor, torch.Tensor, bool]:

@@ -217,3 +217,13 @@ def test_orientation_of_an_image_pipeline(device):
     assert torch.equal(
         theta[1:-1, 1:-1], torch.full((4, 4), 45.0, dtype=torch.float64, device=device)
     )
+
+
+def test_nan_gradient_gives_nan_magnitude_for_every_norm():
+    """A NaN component is not hidden: the magnitude is NaN (and 0 stays exactly 0)."""
+    gy = torch.tensor([float("nan"), 0.0, 3.0])
+    gx = torch.tensor([1.0, 0.0, 4.0])
+    for norm in ("l2", "l1", "squared"):
+        m = imgrad.magnitude(imgrad.Gradients(gy, gx), norm)
+        assert m[0].isnan() and m[1] == 0, norm
+    assert imgrad.magnitude(imgrad.Gradients(gy, gx))[2] == 5
