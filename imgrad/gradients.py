@@ -481,15 +481,24 @@ def gradient_magnitude(
 
     Without autograd (no input that requires grad, or grad mode off) this runs the fused path of
     :mod:`imgrad.fast`: one pass over the image, no full-size temporaries, the same bits.
+    ``color="luminance"`` takes it too (after one pass to make the luma image), except for half
+    precision input; ``color="max"`` and ``nan_policy="raise"`` take the reference path.
     """
     check_choice(norm, "norm", NORMS)
     spec = GradientSpec.build(operator, **options)
-    if spec.color == "channels" and nan_policy == "propagate":
+    if spec.color != "max" and nan_policy == "propagate":
         divisors = None
         if spec.normalized:
             gain = spec.op.derivative.moment(1) * spec.op.smoothing.moment(0)
             divisors = (gain * spec.spacing[0], gain * spec.spacing[1])
-        plan = fast.plan_for(image, spec.op, norm, divisors)
+        source, finish = image, None
+        if spec.color == "luminance":
+            prepared = spec.prepare(image, nan_policy)
+            # half input: the reference rounds gy, gx to half before the magnitude; not fused
+            same_dtype = prepared.image.dtype == prepared.out_dtype
+            source, finish = (prepared.image, prepared.restore) if same_dtype else (None, None)
+        plan = None if source is None else fast.plan_for(source, spec.op, norm, divisors)
         if plan is not None:
-            return fast.gradient_magnitude(image, plan, spec.border, spec.border_value)
+            result = fast.gradient_magnitude(source, plan, spec.border, spec.border_value)
+            return finish(result) if finish is not None else result
     return magnitude(first_order(image, spec, nan_policy), norm)

@@ -210,3 +210,19 @@ def test_gradient_is_torch_gradient_bit_for_bit(dtype: torch.dtype, edge_order: 
         want = torch.gradient(x, spacing=spacing, edge_order=edge_order)
         for g, w in zip(got, want, strict=True):
             assert g.dtype == w.dtype and torch.equal(g, w)
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.uint16, torch.float32, torch.float64])
+@pytest.mark.parametrize("shape", [(3, 40, 37), (2, 3, 33, 41)])
+def test_luminance_takes_the_fast_path_with_the_same_bits(dtype, shape, monkeypatch) -> None:
+    """color='luminance' (the CLI's default for RGB) is fused too, and equals the reference."""
+    x = (sample(shape, torch.float32) * 200).to(dtype)
+    calls = []
+    real = fast.gradient_magnitude
+    monkeypatch.setattr(fast, "gradient_magnitude", lambda *a: calls.append(1) or real(*a))
+    for norm in ("l2", "l1", "squared"):
+        got = imgrad.gradient_magnitude(x, color="luminance", norm=norm, border="reflect")
+        want = magnitude(spatial_gradient(x, color="luminance", border="reflect"), norm)
+        assert got.shape == want.shape and got.dtype == want.dtype
+        assert torch.equal(got, want), norm
+    assert len(calls) == 3
