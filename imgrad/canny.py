@@ -23,7 +23,6 @@ photographs for ksize 3, 5, 7 and both norms in ``tests/test_canny.py``).
 from __future__ import annotations
 
 import math
-import os
 import warnings
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -32,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ._compile import CompilePolicy, standalone
 from ._input import _to_tensor, check_choice, compute_dtype, prepare
 from .engine import correlate, pad
 from .gradients import _luminance, first_derivatives_extended, orientation
@@ -266,52 +266,33 @@ def _strip_state(
 
 #: Pixels of one strip (rows x width): its int32 temporaries stay cache-sized.
 STRIP_ELEMENTS = 1 << 17
-#: Smaller images run the kernel eagerly: compiling (seconds, once per plan and width) won't pay.
-COMPILE_MIN_PIXELS = 1 << 21
 _COMPILED: dict[_Plan, Any] = {}
-_STATE = {"compile": os.environ.get("IMGRAD_COMPILE", "1") != "0", "failed": False}
-
-
-def _standalone(t: torch.Tensor) -> torch.Tensor:
-    """``t`` as a tensor of its own on the same memory, not a view: dynamo guards on a view's
-    base, which differs from call to call (same idea as :mod:`imgrad.fast`)."""
-    return t.new_empty(0).set_(t.untyped_storage(), t.storage_offset(), t.shape, t.stride())
+#: Compile or not: :mod:`imgrad._compile`'s amortised rule, for all Canny strip kernels.
+POLICY = CompilePolicy("Canny")
 
 
 def _kernel(plan: _Plan, pixels: int) -> Any:
     """The strip kernel: compiled (inductor, static shapes: every strip of an image has the same
-    shape, so one graph per plan, channel count and width) for large images,
-    eager for small ones, inside ``torch.compile`` tracing, with ``IMGRAD_COMPILE=0``, and for
-    good once a compilation failed (with a warning)."""
+    shape, so one graph per plan, channel count and width) once :data:`POLICY` says so, eager
+    until then, inside ``torch.compile`` tracing, and for good once a compilation failed."""
 
     def eager(window, inside, low, high):
         return _strip_state(window, inside, low, high, plan)
 
-    if (
-        pixels < COMPILE_MIN_PIXELS
-        or not _STATE["compile"]
-        or _STATE["failed"]
-        or torch.compiler.is_compiling()
-    ):
+    if not POLICY.wants(pixels):
         return eager
     if plan not in _COMPILED:
         _COMPILED[plan] = torch.compile(eager, dynamic=False, fullgraph=True)
     compiled = _COMPILED[plan]
 
     def run(window, inside, low, high):
-        if not _STATE["failed"]:
+        if not POLICY.failed:
             try:
                 with warnings.catch_warnings():  # inductor's deprecations are not the caller's
                     warnings.simplefilter("ignore", DeprecationWarning)
-                    return compiled(_standalone(window), _standalone(inside), low, high)
+                    return compiled(standalone(window), standalone(inside), low, high)
             except Exception as error:  # noqa: BLE001 - any compiler failure: run eagerly
-                _STATE["failed"] = True
-                warnings.warn(
-                    f"imgrad: torch.compile failed ({type(error).__name__}: {error}); Canny "
-                    "runs eagerly from now on (same edges, slower)",
-                    RuntimeWarning,
-                    stacklevel=4,
-                )
+                POLICY.failure(error)
         return eager(window, inside, low, high)
 
     return run

@@ -20,9 +20,10 @@ The kernel is a plain PyTorch function doing the reference arithmetic in the ref
 smoothing across; ``gy*gy + gx*gx``). It is compiled with ``torch.compile`` (inductor: one
 vectorised, OpenMP-parallel C++ loop on the CPU, one Triton kernel on CUDA), once per
 configuration (operator, norm, dtypes, scale) with symbolic sizes, so any image size reuses it;
-inductor's on-disk cache makes later processes load it instead of compiling. If compiling fails
-(no C++ compiler, ...) one warning is issued and the same function runs eagerly, in chunks whose
-temporaries stay cache-sized.
+inductor's on-disk cache makes later processes load it instead of compiling. When to compile is
+:mod:`imgrad._compile`'s amortised rule (``IMGRAD_COMPILE``); until then, or if compiling fails
+(no C++ compiler, ...: one warning), the same function runs eagerly, in chunks whose temporaries
+stay cache-sized.
 
 Numbers: bit-identical to the reference for every operator, border, norm and dtype. For the L2
 norm the kernel stores the squared magnitude in the compute dtype and
@@ -40,7 +41,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import os
 import types
 import warnings
 from collections.abc import Callable, Iterator
@@ -51,11 +51,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ._compile import CompilePolicy, standalone
 from ._input import compute_dtype, result_dtype
 from .engine import border_index
 from .operators import Operator, Stencil
 
-__all__ = ["Plan", "compile_enabled", "empty", "gradient_magnitude", "plan_for"]
+__all__ = ["POLICY", "Plan", "empty", "gradient_magnitude", "plan_for"]
 
 #: Element budget of one eager strip's window (a few hundred KiB: L2-resident on typical CPUs).
 STRIP_ELEMENTS = 1 << 16
@@ -169,12 +170,8 @@ def _dynamic_sizes_only() -> Iterator[None]:
         yield
 
 
-_STATE = {"compile": os.environ.get("IMGRAD_COMPILE", "1") != "0", "failed": False}
-
-
-def compile_enabled() -> bool:
-    """Whether kernels are compiled: ``IMGRAD_COMPILE=0`` turns it off, and so does a failure."""
-    return bool(_STATE["compile"]) and not _STATE["failed"]
+#: Compile or not: :mod:`imgrad._compile`'s amortised rule, for all magnitude kernels.
+POLICY = CompilePolicy("the gradient magnitude")
 
 
 def _compiled(plan: Plan, src: torch.Tensor) -> Kernel:
@@ -203,32 +200,20 @@ def _compiled(plan: Plan, src: torch.Tensor) -> Kernel:
     return _COMPILED[key]
 
 
-def _alias(t: torch.Tensor) -> torch.Tensor:
-    """``t`` as a tensor of its own on the same memory, not a view: dynamo would guard on the
-    layout of a view's base (the caller's image), which differs from call to call."""
-    return t.new_empty(0).set_(t.untyped_storage(), t.storage_offset(), t.shape, t.stride())
-
-
 def _run(plan: Plan, src: torch.Tensor, out: torch.Tensor) -> None:
     """Fill the flat ``out`` from the ``(rows, width)`` ``src``: compiled if possible, else
     eagerly in chunks.
 
     A failed compile warns once and switches this process to the eager kernel for good.
     """
-    if compile_enabled():
+    if POLICY.wants(out.numel()):
         try:
             kernel = _compiled(plan, src)
             with _dynamic_sizes_only():
-                kernel(_alias(src), _alias(out))
+                kernel(standalone(src), standalone(out))
             return
         except Exception as error:  # noqa: BLE001 - any compiler failure means: run eagerly
-            _STATE["failed"] = True
-            warnings.warn(
-                f"imgrad: torch.compile failed ({type(error).__name__}: {error}); gradient "
-                "magnitudes are computed eagerly from now on (same numbers, slower)",
-                RuntimeWarning,
-                stacklevel=5,
-            )
+            POLICY.failure(error)
     # Eagerly every tap is a pass over the data: chunks keep those passes cache-resident.
     width, flat = src.shape[1], src.reshape(-1)
     halo = flat.shape[0] - out.shape[0]

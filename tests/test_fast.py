@@ -17,6 +17,7 @@ import torch
 
 import imgrad
 from imgrad import fast
+from imgrad._compile import AUTO_AFTER_PIXELS, CompilePolicy
 from imgrad.gradients import magnitude, spatial_gradient
 
 OPERATORS = [
@@ -59,7 +60,13 @@ def assert_matches(got: Any, want: Any) -> None:
 @pytest.fixture
 def eager(monkeypatch: pytest.MonkeyPatch) -> None:
     """Run the fast path with the eager kernel (what a failed compile falls back to)."""
-    monkeypatch.setitem(fast._STATE, "compile", False)
+    monkeypatch.setenv("IMGRAD_COMPILE", "0")
+
+
+@pytest.fixture
+def compiled(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run the fast path with the compiled kernel from the first call."""
+    monkeypatch.setenv("IMGRAD_COMPILE", "1")
 
 
 def fast_magnitude(image: Any, operator: str, ksize: int, **options: Any) -> Any:
@@ -108,6 +115,7 @@ def test_eager_strips_cover_large_images(monkeypatch: pytest.MonkeyPatch) -> Non
 # --------------------------------------------------------------------------- compiled kernel
 
 
+@pytest.mark.usefixtures("compiled")
 @pytest.mark.parametrize("operator,ksize", OPERATORS)
 def test_compiled_every_operator(operator: str, ksize: int) -> None:
     """Compiled, every operator, over the odd shapes and every border."""
@@ -120,6 +128,7 @@ def test_compiled_every_operator(operator: str, ksize: int) -> None:
         assert_matches(got, reference(x, operator, ksize, **options))
 
 
+@pytest.mark.usefixtures("compiled")
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_compiled_every_dtype(dtype: torch.dtype) -> None:
     """Integers are promoted, half precision rounds gy and gx as the reference does."""
@@ -127,6 +136,7 @@ def test_compiled_every_dtype(dtype: torch.dtype) -> None:
     assert_matches(fast_magnitude(x, "sobel", 3), reference(x, "sobel", 3))
 
 
+@pytest.mark.usefixtures("compiled")
 def test_compiled_normalized_spacing_and_numpy() -> None:
     """Normalised output with unequal spacings (the left/right bands swap them), numpy in/out."""
     x = sample((17, 29), torch.float64).numpy()
@@ -186,11 +196,12 @@ def test_compile_failure_falls_back_once(monkeypatch: pytest.MonkeyPatch) -> Non
 
     monkeypatch.setattr(fast, "_COMPILED", {})
     monkeypatch.setattr(torch, "compile", broken)
-    monkeypatch.setitem(fast._STATE, "failed", False)
+    monkeypatch.setattr(fast, "POLICY", CompilePolicy("the gradient magnitude"))
+    monkeypatch.setenv("IMGRAD_COMPILE", "1")
     x = sample((15, 18), torch.float32)
     with pytest.warns(RuntimeWarning, match="no C.. compiler"):
         got = imgrad.gradient_magnitude(x, "prewitt")
-    assert fast._STATE["failed"] and not fast.compile_enabled()
+    assert fast.POLICY.failed and not fast.POLICY.wants(10**12)
     assert torch.equal(got, reference(x, "prewitt", 3))
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no second warning
@@ -226,3 +237,20 @@ def test_luminance_takes_the_fast_path_with_the_same_bits(dtype, shape, monkeypa
         assert got.shape == want.shape and got.dtype == want.dtype
         assert torch.equal(got, want), norm
     assert len(calls) == 3
+
+
+def test_auto_policy_compiles_only_after_enough_eager_work(monkeypatch) -> None:
+    """IMGRAD_COMPILE=auto: eager until AUTO_AFTER_PIXELS pixels went through, then compiled;
+    0 never, 1 at once; anything else is refused with the accepted values."""
+    monkeypatch.delenv("IMGRAD_COMPILE", raising=False)
+    policy = CompilePolicy("test")
+    assert not policy.wants(AUTO_AFTER_PIXELS - 1)
+    assert not policy.wants(1)  # reaches the budget: this call still eager
+    assert policy.wants(1) and policy.wants(10)
+    monkeypatch.setenv("IMGRAD_COMPILE", "0")
+    assert not policy.wants(1)
+    monkeypatch.setenv("IMGRAD_COMPILE", "1")
+    assert CompilePolicy("fresh").wants(1)
+    monkeypatch.setenv("IMGRAD_COMPILE", "yes")
+    with pytest.raises(ValueError, match="IMGRAD_COMPILE must be one of auto, 0, 1"):
+        policy.wants(1)

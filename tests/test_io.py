@@ -497,18 +497,23 @@ def test_failed_npy_write_keeps_old_file(tmp_path: Path, monkeypatch: pytest.Mon
 
 
 @pytest.mark.parametrize("error", [RuntimeError("encoder crashed"), KeyboardInterrupt()])
+@pytest.mark.parametrize("name", ["a.tif", "a.png"])
 def test_failed_image_write_creates_nothing(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, error: BaseException
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, error: BaseException, name: str
 ) -> None:
     """Even an interrupt during encoding leaves no destination and no temporary file."""
 
-    def broken_save(self, fp, *args, **kwargs) -> None:
-        fp.write(b"\x89PNG partial")
+    def broken_save(self, fp, *args, **kwargs) -> None:  # Pillow's encoders (TIFF, ...)
+        fp.write(b"II*\x00 partial")
+        raise error
+
+    def broken_compress(data, level=-1):  # imgrad's own PNG writer
         raise error
 
     monkeypatch.setattr(Image.Image, "save", broken_save)
+    monkeypatch.setattr(imgrad_io.zlib, "compress", broken_compress)
     with pytest.raises(type(error)):
-        write_image(tmp_path / "a.png", ramp_rgb())
+        write_image(tmp_path / name, ramp_rgb())
     assert os.listdir(tmp_path) == []
 
 
