@@ -394,7 +394,7 @@ def _decode_tiff_with_tifffile(stream: IO[bytes], name: str, max_pixels: int | N
 
 
 def _finish(decoded: _Decoded, alpha: str) -> np.ndarray:
-    """Apply the alpha rule and the orientation; return a contiguous (C, H, W) array."""
+    """Apply the alpha rule and the orientation; return a writable contiguous (C, H, W) array."""
     pixels = decoded.pixels
     channels = pixels.shape[-1]
     colour = pixels[..., : channels - 1] if channels in (2, 4) else pixels
@@ -405,8 +405,9 @@ def _finish(decoded: _Decoded, alpha: str) -> np.ndarray:
             key = np.atleast_1d(np.asarray(decoded.colour_key))
             transparent = np.all(colour == key.astype(colour.dtype), axis=-1, keepdims=True)
             colour = np.where(transparent, 0, colour).astype(colour.dtype)
-    chw = _apply_orientation(np.moveaxis(colour, -1, 0), decoded.orientation)
-    return np.ascontiguousarray(chw)
+    chw = np.ascontiguousarray(_apply_orientation(np.moveaxis(colour, -1, 0), decoded.orientation))
+    # writable, so that torch.from_numpy takes it without a warning (Pillow's buffers are not)
+    return chw if chw.flags.writeable else chw.copy()
 
 
 def _composite_onto_black(colour: np.ndarray, alpha: np.ndarray) -> np.ndarray:
