@@ -721,50 +721,100 @@ def process_tree(
     Raises ``ValueError`` for refused arguments (see :func:`plan_tree`, :meth:`Recipe.
     check_extension`); failures of single files are collected in the summary instead.
     """
-    if format not in FORMAT_EXTENSIONS:
-        raise ValueError(f"format must be one of {', '.join(FORMAT_EXTENSIONS)}; got {format!r}")
     if workers < 1 or batch_size < 1:
         raise ValueError("workers and batch_size must be at least 1")
-    extension = FORMAT_EXTENSIONS[format]
-    recipe.check_extension(extension)
-    start = time.perf_counter()
-    plan = plan_tree(
+    run = TreeRun.start(
         input_dir,
         output_dir,
-        extension=extension,
+        recipe,
+        format=format,
         patterns=patterns,
         recursive=recursive,
         overwrite=overwrite,
+        on_progress=on_progress,
+        on_failure=on_failure,
     )
-    summary = Summary(str(input_dir), str(output_dir), skipped=len(plan.skipped))
-    dest_root = Path(output_dir)
-    dest_root.mkdir(parents=True, exist_ok=True)
-    summary.removed_temporary = remove_temporary(dest_root)
-    for failure in plan.failures:
-        summary.failures.append(failure)
-        if on_failure:
-            on_failure(failure)
-    done = 0
+    root = run.root.resolve()
+    runner = _Runner(recipe, run.extension, root, alpha, max_pixels, batch_size, run.report)
+    run.summary.interrupted = runner.run(run.plan.tasks, workers)
+    return run.finish()
 
-    def report(task: Task, reason: str | None) -> None:
-        nonlocal done
-        done += 1
+
+@dataclass
+class TreeRun:
+    """One directory run in progress, whatever executes it (threads here, or a Dask cluster):
+    the plan, the summary being filled, and the progress/failure reporting."""
+
+    plan: Plan
+    summary: Summary
+    extension: str
+    root: Path
+    started: float
+    on_progress: Callable[[Progress], None] | None
+    on_failure: Callable[[Failure], None] | None
+    done: int = 0
+
+    @classmethod
+    def start(
+        cls,
+        input_dir: str | os.PathLike[str],
+        output_dir: str | os.PathLike[str],
+        recipe: Recipe,
+        *,
+        format: str,
+        patterns: Sequence[str],
+        recursive: bool,
+        overwrite: bool,
+        on_progress: Callable[[Progress], None] | None,
+        on_failure: Callable[[Failure], None] | None,
+    ) -> TreeRun:
+        """Check the arguments, plan the tree, make the output root, clear stale temporaries
+        and report the files the plan already refused."""
+        if format not in FORMAT_EXTENSIONS:
+            raise ValueError(
+                f"format must be one of {', '.join(FORMAT_EXTENSIONS)}; got {format!r}"
+            )
+        extension = FORMAT_EXTENSIONS[format]
+        recipe.check_extension(extension)
+        started = time.perf_counter()
+        plan = plan_tree(
+            input_dir,
+            output_dir,
+            extension=extension,
+            patterns=patterns,
+            recursive=recursive,
+            overwrite=overwrite,
+        )
+        summary = Summary(str(input_dir), str(output_dir), skipped=len(plan.skipped))
+        root = Path(output_dir)
+        root.mkdir(parents=True, exist_ok=True)
+        summary.removed_temporary = remove_temporary(root)
+        run = cls(plan, summary, extension, root, started, on_progress, on_failure)
+        for failure in plan.failures:
+            run.fail(failure)
+        return run
+
+    def fail(self, failure: Failure) -> None:
+        self.summary.failures.append(failure)
+        if self.on_failure is not None:
+            self.on_failure(failure)
+
+    def report(self, task: Task, reason: str | None) -> None:
+        """One file done: ``reason`` is ``None`` on success, else why it failed."""
+        self.done += 1
         if reason is None:
-            summary.processed += 1
+            self.summary.processed += 1
         else:
-            failure = Failure(str(task.source), reason)
-            summary.failures.append(failure)
-            if on_failure:
-                on_failure(failure)
-        if on_progress:
-            elapsed = time.perf_counter() - start
-            failed = done - summary.processed
-            on_progress(Progress(done, len(plan.tasks), failed, elapsed, str(task.source)))
+            self.fail(Failure(str(task.source), reason))
+        if self.on_progress is not None:
+            elapsed = time.perf_counter() - self.started
+            failed = self.done - self.summary.processed
+            total = len(self.plan.tasks)
+            self.on_progress(Progress(self.done, total, failed, elapsed, str(task.source)))
 
-    runner = _Runner(recipe, extension, dest_root.resolve(), alpha, max_pixels, batch_size, report)
-    summary.interrupted = runner.run(plan.tasks, workers)
-    summary.seconds = time.perf_counter() - start
-    return summary
+    def finish(self) -> Summary:
+        self.summary.seconds = time.perf_counter() - self.started
+        return self.summary
 
 
 def failure_reason(action: str, path: str | os.PathLike[str], error: BaseException) -> str:

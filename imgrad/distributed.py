@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from contextlib import contextmanager
@@ -246,54 +245,22 @@ def process_tree(
             on_progress=on_progress,
             on_failure=on_failure,
         )
-    if format not in batch.FORMAT_EXTENSIONS:
-        raise ValueError(
-            f"format must be one of {', '.join(batch.FORMAT_EXTENSIONS)}; got {format!r}"
-        )
-    extension = batch.FORMAT_EXTENSIONS[format]
-    recipe.check_extension(extension)
-    start = time.perf_counter()
-    plan = batch.plan_tree(
+    run = batch.TreeRun.start(
         input_dir,
         output_dir,
-        extension=extension,
+        recipe,
+        format=format,
         patterns=patterns,
         recursive=recursive,
         overwrite=overwrite,
+        on_progress=on_progress,
+        on_failure=on_failure,
     )
-    summary = batch.Summary(str(input_dir), str(output_dir), skipped=len(plan.skipped))
-    root = Path(output_dir)
-    root.mkdir(parents=True, exist_ok=True)
-    summary.removed_temporary = batch.remove_temporary(root)
-
-    def fail(path: str, reason: str) -> None:
-        failure = batch.Failure(path, reason)
-        summary.failures.append(failure)
-        if on_failure is not None:
-            on_failure(failure)
-
-    for failure in plan.failures:
-        fail(failure.path, failure.reason)
-    done = 0
-
-    def report(task: Any, reason: str | None) -> None:
-        nonlocal done
-        done += 1
-        if reason is None:
-            summary.processed += 1
-        else:
-            fail(str(task.source), reason)
-        if on_progress is not None:
-            elapsed = time.perf_counter() - start
-            failed = done - summary.processed
-            on_progress(batch.Progress(done, len(plan.tasks), failed, elapsed, str(task.source)))
-
     function = partial(
-        _process_task, recipe=recipe, root=root.resolve(), alpha=alpha, max_pixels=max_pixels
+        _process_task, recipe=recipe, root=run.root.resolve(), alpha=alpha, max_pixels=max_pixels
     )
     try:
-        map_files(function, plan.tasks, scheduler=resolved, on_done=report)
+        map_files(function, run.plan.tasks, scheduler=resolved, on_done=run.report)
     except KeyboardInterrupt:  # the client is closed and the cluster drops the queued tasks
-        summary.interrupted = True
-    summary.seconds = time.perf_counter() - start
-    return summary
+        run.summary.interrupted = True
+    return run.finish()
