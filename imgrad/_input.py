@@ -65,7 +65,7 @@ class Prepared:
         return t.numpy(force=True) if self.kind == "numpy" else t
 
 
-def _to_tensor(image: Any, name: str) -> tuple[torch.Tensor, str]:
+def to_tensor(image: Any, name: str) -> tuple[torch.Tensor, str]:
     if isinstance(image, torch.Tensor):
         return image, "tensor"
     if isinstance(image, np.ndarray):
@@ -106,7 +106,7 @@ def prepare(
 
     ``min_size`` is the smallest height and width the caller's stencil accepts.
     """
-    t, kind = _to_tensor(image, name)
+    t, kind = to_tensor(image, name)
     if t.dim() not in (2, 3, 4):
         raise ValueError(
             f"{name} must have shape (H, W), (C, H, W) or (N, C, H, W); got {tuple(t.shape)}"

@@ -32,11 +32,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._compile import CompilePolicy, standalone
-from ._input import _to_tensor, check_choice, compute_dtype, prepare
+from ._input import check_choice, compute_dtype, prepare, to_tensor
 from .engine import correlate, pad
-from .gradients import _luminance, first_derivatives_extended, orientation
+from .gradients import first_derivatives_extended, luminance, orientation
 from .operators import Operator, Stencil, get_operator
-from .thresholds import _components_with_seed, bordered_positions, nms_keep, otsu_threshold
+from .thresholds import bordered_positions, components_with_seed, nms_keep, otsu_threshold
 
 __all__ = ["Canny", "CannyResult", "canny", "gaussian_stencil"]
 
@@ -341,7 +341,7 @@ def _candidates(
 
 def canny_core(image: Any, spec: CannySpec, details: bool = False) -> Any:
     """The body of :func:`canny` and :class:`Canny`."""
-    raw, kind = _to_tensor(image, "image")
+    raw, kind = to_tensor(image, "image")
     if raw.dtype == torch.bool:
         raise TypeError("bool images are not supported; convert the mask to uint8 or float first")
     # OpenCV parity: uint8 data without blur are processed with OpenCV's integer arithmetic.
@@ -356,7 +356,7 @@ def canny_core(image: Any, spec: CannySpec, details: bool = False) -> Any:
         prepared = prepare(raw, min_size=1)
         src = prepared.image
         if spec.color == "luminance":
-            src = _luminance(src)
+            src = luminance(src)
         if spec.sigma is not None:
             src = _blur(src, spec.sigma)
         src = src.to(plan.compute)
@@ -379,7 +379,7 @@ def canny_core(image: Any, spec: CannySpec, details: bool = False) -> Any:
     low_s, high_s = low_s.to(plan.score), high_s.to(plan.score)
 
     positions, flat, strong = _candidates(src, plan, low_s, high_s)
-    connected = _components_with_seed(positions, strong, w + 2, 8)
+    connected = components_with_seed(positions, strong, w + 2, 8)
     edges = torch.zeros(n * h * w, dtype=torch.bool, device=src.device)
     edges[flat[connected]] = True
     edges = prepared.restore(edges.reshape(n, 1, h, w), torch.bool)

@@ -87,7 +87,7 @@ def _spacing(spacing: float | tuple[float, float], normalized: bool) -> tuple[fl
     return pair
 
 
-def _luminance(x: torch.Tensor) -> torch.Tensor:
+def luminance(x: torch.Tensor) -> torch.Tensor:
     if x.shape[1] != 3:
         raise ValueError(f"color='luminance' needs 3 channels (RGB); got {x.shape[1]}")
     r, g, b = x.unbind(1)
@@ -210,7 +210,7 @@ class GradientSpec:
     def prepare(self, image: Any, nan_policy: str) -> Prepared:
         prepared = prepare(image, min_size=self.op.radius + 1, nan_policy=nan_policy)
         if self.color == "luminance":
-            prepared.image = _luminance(prepared.image)
+            prepared.image = luminance(prepared.image)
         return prepared
 
 

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ._input import Prepared, _to_tensor, prepare
+from ._input import Prepared, prepare, to_tensor
 
 __all__ = [
     "hysteresis_threshold",
@@ -41,7 +41,7 @@ _CHECK_EVERY = 4  # label-propagation rounds between two convergence checks (hos
 
 def _prepare_raw(x: Any, name: str) -> tuple[torch.Tensor, Prepared]:
     """``(N, C, H, W)`` view of ``x`` in its own dtype, and a :class:`Prepared` to restore with."""
-    t, kind = _to_tensor(x, name)
+    t, kind = to_tensor(x, name)
     if t.dtype == torch.bool or t.is_complex():
         raise TypeError(f"{name} must be an integer or floating image, got {t.dtype}")
     if t.dim() not in (2, 3, 4):
@@ -123,7 +123,7 @@ def threshold_relative(x: Any, ratio: float) -> Any:
 # --------------------------------------------------------------------------- Otsu
 
 
-def _otsu_index(hist: torch.Tensor) -> torch.Tensor:
+def otsu_index(hist: torch.Tensor) -> torch.Tensor:
     """Index ``k`` maximising the between-class variance of ``bins[: k + 1]`` vs the rest.
 
     ``hist`` is ``(N, B)`` int64 counts. With ``W`` the cumulative count, ``S`` the cumulative
@@ -195,7 +195,7 @@ def otsu_threshold(x: Any, bins: int | None = None) -> torch.Tensor:
         width = torch.where(hi > lo, hi - lo, torch.ones_like(hi))
         # numpy.histogram: floor((x - lo) / (hi - lo) * bins), the maximum in the last bin.
         index = ((data - lo) / width * bins).floor().clamp_(0, bins - 1).long()
-        k = _otsu_index(_batched_histogram(index, bins)).unsqueeze(1)
+        k = otsu_index(_batched_histogram(index, bins)).unsqueeze(1)
         centre = lo + (k.to(torch.float64) + 0.5) * (width / bins)
         return torch.where(hi > lo, centre, lo).squeeze(1)
     if bins is not None:
@@ -207,7 +207,7 @@ def otsu_threshold(x: Any, bins: int | None = None) -> torch.Tensor:
         width = {torch.uint8: 256, torch.int8: 256, torch.int16: 65536, torch.uint16: 65536}[
             t.dtype
         ]
-        k = _otsu_index(_batched_histogram(values - base, width)) + base
+        k = otsu_index(_batched_histogram(values - base, width)) + base
     else:
         raise TypeError(f"otsu_threshold supports 8/16-bit integer or floating data, got {t.dtype}")
     return torch.where(hi > lo, k, lo.long())
@@ -223,7 +223,7 @@ def threshold_otsu(x: Any, bins: int | None = None) -> Any:
 # --------------------------------------------------------------------------- hysteresis
 
 
-def _components_with_seed(
+def components_with_seed(
     positions: torch.Tensor, seed: torch.Tensor, row: int, connectivity: int
 ) -> torch.Tensor:
     """Which candidates are connected to a seed: exact connected-component labelling.
@@ -300,7 +300,7 @@ def hysteresis(
     n, h, w = candidates.shape
     positions, flat = _candidates(candidates)
     seed = strong.reshape(-1)[flat]
-    keep = _components_with_seed(positions, seed, w + 2, connectivity)
+    keep = components_with_seed(positions, seed, w + 2, connectivity)
     out = torch.zeros(n * h * w, dtype=torch.bool, device=candidates.device)
     out[flat[keep]] = True
     return out.reshape(n, h, w)
@@ -332,7 +332,7 @@ def hysteresis_threshold(x: Any, low: float, high: float, connectivity: int = 8)
     Notes
     -----
     Exact connected-component labelling by hooking and pointer jumping on the candidate pixels
-    only (see ``_components_with_seed``): no per-pixel Python, no iteration cap, O(log L) rounds
+    only (see ``components_with_seed``): no per-pixel Python, no iteration cap, O(log L) rounds
     for a connected path of length L.
     """
     connectivity = _check_connectivity(connectivity)

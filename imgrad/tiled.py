@@ -82,15 +82,15 @@ from .gradients import (
     NORMS,
     Gradients,
     GradientSpec,
-    _luminance,
     finish_first,
     finish_second,
     first_derivatives_extended,
+    luminance,
     magnitude,
     orientation,
     second_derivatives_extended,
 )
-from .thresholds import _otsu_index
+from .thresholds import otsu_index
 from .thresholds import threshold as threshold_mask
 
 __all__ = [
@@ -391,7 +391,7 @@ def extend_window(raw: np.ndarray, job: TileJob, block: Block) -> torch.Tensor:
     cols = _axis_window(w, block[2], block[3], job.halo, job.spec.border)
     x = torch.from_numpy(np.ascontiguousarray(raw))[None].to(compute_dtype(job.in_dtype))
     if job.spec.color == "luminance":
-        x = _luminance(x)  # before the border, as on the whole image (it matters for constant)
+        x = luminance(x)  # before the border, as on the whole image (it matters for constant)
     if rows.take is not None:
         x = x.index_select(-2, rows.take)
     if cols.take is not None:
@@ -891,7 +891,7 @@ def _otsu_value(
     width = hi - lo
     binning = (float(lo), float(width), bins)
     hist = sum(counts for _, counts in each(block_statistics, job, binning))
-    k = _otsu_index(torch.from_numpy(np.asarray(hist))[None])[0]
+    k = otsu_index(torch.from_numpy(np.asarray(hist))[None])[0]
     return float(lo + (k.to(torch.float64) + 0.5) * (width / bins))
 
 
