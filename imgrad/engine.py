@@ -82,26 +82,35 @@ def correlate(
     stencil: Stencil,
     dim: int,
     taps: torch.Tensor | None = None,
+    *,
+    start: int = 0,
+    step: int = 1,
+    length: int | None = None,
 ) -> torch.Tensor:
     """Valid 1-D cross-correlation of an already-extended ``x`` along ``dim``.
 
-    ``taps`` overrides ``stencil.taps`` with a tensor of the same values (module buffers);
-    zero taps are skipped either way, so both paths do the same arithmetic.
+    ``out[i] = sum_k taps[k] * x[start + k * step + i]`` for ``i < length`` (by default the valid
+    length for ``step`` 1). ``step`` > 1 lets a flattened image be filtered down its columns
+    (``step`` = row width), as the fused path does. ``taps`` overrides ``stencil.taps`` with a
+    tensor of the same values (module buffers); zero taps are skipped either way, so both paths
+    do the same arithmetic.
     """
-    n = x.shape[dim] - len(stencil.taps) + 1
+    n = x.shape[dim] - len(stencil.taps) + 1 if length is None else length
+    # Eagerly, accumulating in place saves an allocation per tap; under torch.compile the
+    # out-of-place form lets inductor fuse the taps into one loop (in place: 7x slower). Same bits.
+    inplace = not torch.compiler.is_compiling()
     out: torch.Tensor | None = None
     for k, t in enumerate(stencil.taps):
         if t == 0.0:
             continue
-        term = x.narrow(dim, k, n)  # f[i + k - origin] for every output i
+        term = x.narrow(dim, start + k * step, n)  # f[i + k - origin] for every output i
         weight = taps[k] if taps is not None else t
         if out is None:
             out = term * weight  # a fresh tensor, never a view of the input
-        elif taps is None and t == 1.0:
-            out.add_(term)  # same bits as term * 1.0
-        elif taps is None and t == -1.0:
-            out.sub_(term)  # same bits as + term * -1.0
+        elif taps is None and t == -1.0:  # same bits as + term * -1.0, one op fewer
+            out = out.sub_(term) if inplace else out - term
         else:
-            out.add_(term * weight)
+            term = term if taps is None and t == 1.0 else term * weight
+            out = out.add_(term) if inplace else out + term
     assert out is not None, "a stencil has at least one non-zero tap"
     return out

@@ -53,7 +53,7 @@ import torch.nn.functional as F
 
 from ._compile import CompilePolicy, standalone
 from ._input import compute_dtype, result_dtype
-from .engine import border_index
+from .engine import border_index, correlate
 from .operators import Operator, Stencil
 
 __all__ = ["POLICY", "Plan", "empty", "gradient_magnitude", "plan_for"]
@@ -91,26 +91,9 @@ class Plan:
 
 
 def _correlate(x: torch.Tensor, stencil: Stencil, start: int, step: int, n: int) -> torch.Tensor:
-    """``out[j] = sum_k taps[k] * x[start + k * step + j]`` for ``j < n``, on a flat ``x``.
-
-    The same operations in the same order as :func:`imgrad.engine.correlate` (``step`` 1 is a
-    shift along a row, ``step`` W a shift along a column), hence the same bits.
-    """
-    out: torch.Tensor | None = None
-    for k, t in enumerate(stencil.taps):
-        if t == 0.0:
-            continue
-        term = x.narrow(0, start + k * step, n)
-        if out is None:
-            out = term * t
-        elif t == 1.0:
-            out = out + term
-        elif t == -1.0:
-            out = out - term
-        else:
-            out = out + term * t
-    assert out is not None, "a stencil has at least one non-zero tap"
-    return out
+    """The engine's correlation on a flat ``x``: ``step`` 1 shifts along a row, ``step`` W down
+    a column; the same operations in the same order, hence the same bits."""
+    return correlate(x, stencil, 0, start=start, step=step, length=n)
 
 
 def _flat_magnitude(src: torch.Tensor, out: torch.Tensor, width: int, plan: Plan) -> None:
