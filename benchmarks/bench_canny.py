@@ -26,7 +26,7 @@ from PIL import Image
 import imgrad
 from imgrad.thresholds import hysteresis_threshold
 
-IMAGES = Path(__file__).resolve().parents[1] / ".." / "shared" / "images"
+IMAGES = Path(__file__).resolve().parents[1] / "sample_images"
 
 
 def spiral(n: int) -> np.ndarray:

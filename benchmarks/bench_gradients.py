@@ -37,7 +37,7 @@ import torch.nn.functional as F
 import imgrad
 
 HERE = Path(__file__).resolve().parent
-IMAGES = HERE.parent.parent / "shared" / "images"
+IMAGES = HERE.parent / "sample_images"
 Timing = dict[str, float | None]
 
 

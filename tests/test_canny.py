@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import glob
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,7 +11,9 @@ from PIL import Image
 
 from imgrad.canny import Canny, CannyResult, canny
 
-PHOTOS = sorted(glob.glob("/work/shared/images/*.png") + glob.glob("/work/shared/images/*.jpg"))
+SAMPLES = Path(__file__).resolve().parents[1] / "sample_images"
+PHOTOS = sorted(str(p) for p in SAMPLES.iterdir() if p.suffix in (".png", ".jpg"))
+assert len(PHOTOS) >= 9, f"the sample photographs are missing from {SAMPLES}"
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
 

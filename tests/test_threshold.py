@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import glob
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,7 +18,9 @@ from imgrad.thresholds import (
     threshold_relative,
 )
 
-PHOTOS = sorted(glob.glob("/work/shared/images/*.png") + glob.glob("/work/shared/images/*.jpg"))
+SAMPLES = Path(__file__).resolve().parents[1] / "sample_images"
+PHOTOS = sorted(str(p) for p in SAMPLES.iterdir() if p.suffix in (".png", ".jpg"))
+assert len(PHOTOS) >= 9, f"the sample photographs are missing from {SAMPLES}"
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
 
