@@ -1,13 +1,14 @@
 """Time imgrad.canny against cv2.Canny and kornia.filters.canny (a script, not a test).
 
 Run: ``python benchmarks/bench_canny.py [--sizes 2048 4096] [--repeats 5]``. Prints one row per
-photograph and size with the median time of each library after a warm-up and the ratios
-imgrad/cv2 and kornia/imgrad (kornia is timed once per image, it takes seconds; a size where it
-would take over 60 s, judged from the previous size, is skipped and marked so), then the
-hysteresis worst case (a 1-pixel spiral), then images/s for a CUDA batch when a GPU is present.
-Both libraries run with 2 threads, interleaved in the same process: compare the ratios, the
-absolute times depend on the machine's load. The first imgrad call per image size compiles its
-strip kernel (``torch.compile``); its cost is printed once per size ("compile s").
+photograph and size with the median time of each library after a warm-up (cv2 and imgrad called
+in turn), the median of the round-by-round ratios imgrad/cv2, and kornia/imgrad (kornia is timed
+once per image, it takes seconds; a size where it would take over 60 s, judged from the previous
+size, is skipped and marked so), then the hysteresis worst case (a 1-pixel spiral), then images/s
+for a CUDA batch when a GPU is present. Both libraries run with 2 threads, interleaved in the
+same process: compare the ratios, the absolute times depend on the machine's load. The first
+imgrad call per image size compiles its strip kernel (``torch.compile``); its cost is printed
+once per size ("compile s").
 """
 
 from __future__ import annotations
@@ -54,6 +55,20 @@ def median_time(fn, repeats: int, warmup: int = 1) -> float:
     return statistics.median(times)
 
 
+def interleaved(fns, repeats: int) -> list[list[float]]:
+    """Times of each function, called in turn ``repeats`` times after one warm-up round: the
+    machine's load drifts alike for all of them, so compare ratios taken round by round."""
+    for fn in fns:
+        fn()
+    times: list[list[float]] = [[] for _ in fns]
+    for _ in range(repeats):
+        for fn, row in zip(fns, times, strict=True):
+            start = time.perf_counter()
+            fn()
+            row.append(time.perf_counter() - start)
+    return times
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", default=str(IMAGES), help="folder of photographs")
@@ -96,8 +111,15 @@ def main() -> None:
                 imgrad.canny(tensor, 100, 200)
                 print(f"(first call at {size}², compile s: {time.perf_counter() - start:.1f})")
                 compiled.add(size)
-            t_cv = median_time(lambda img=img: cv2.Canny(img, 100, 200), args.repeats)
-            t_im = median_time(lambda t=tensor: imgrad.canny(t, 100, 200), args.repeats)
+            cv_times, im_times = interleaved(
+                [
+                    lambda img=img: cv2.Canny(img, 100, 200),
+                    lambda t=tensor: imgrad.canny(t, 100, 200),
+                ],
+                args.repeats,
+            )
+            t_cv, t_im = statistics.median(cv_times), statistics.median(im_times)
+            ratio = statistics.median(b / a for a, b in zip(cv_times, im_times, strict=True))
             t_ko = float("nan")
             if kornia is not None and kornia_estimate.get(size, 0.0) > 60:
                 print(
@@ -113,7 +135,7 @@ def main() -> None:
                 kornia_estimate[2 * size] = 4 * t_ko  # linear in the pixel count
             print(
                 f"{Path(path).stem:<14}{size:>6}{t_cv * 1e3:>10.1f}{t_im * 1e3:>11.1f}"
-                f"{t_ko * 1e3:>11.0f}{t_im / t_cv:>12.2f}{t_ko / t_im:>15.1f}"
+                f"{t_ko * 1e3:>11.0f}{ratio:>12.2f}{t_ko / t_im:>15.1f}"
             )
 
     print("\nhysteresis on a 1-pixel spiral (one path of n²/2 pixels, one strong end):")

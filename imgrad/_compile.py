@@ -12,12 +12,16 @@ compiler. ``IMGRAD_COMPILE=1`` compiles at the first call (benchmarks, long-live
 
 from __future__ import annotations
 
+import hashlib
 import os
+import types
 import warnings
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
-__all__ = ["AUTO_AFTER_PIXELS", "CompilePolicy", "standalone"]
+__all__ = ["AUTO_AFTER_PIXELS", "CompilePolicy", "own_code", "standalone"]
 
 #: Pixels a kernel family runs eagerly before ``auto`` compiles it (eager costs ~3 ns/pixel
 #: more than compiled on this project's 2-core reference machine: 2**30 pixels ≈ 3 s).
@@ -62,3 +66,18 @@ def standalone(t: torch.Tensor) -> torch.Tensor:
     """``t`` as a tensor of its own on the same memory, not a view: dynamo guards on the layout
     of a view's base (the caller's image), which differs from call to call."""
     return t.new_empty(0).set_(t.untyped_storage(), t.storage_offset(), t.shape, t.stride())
+
+
+def own_code(function: Callable[..., Any], key: object) -> Callable[..., Any]:
+    """A copy of ``function`` with a code object of its own, named after ``key``.
+
+    Dynamo keeps its cache, and its limit of recompilations, per code object: without this,
+    every plan compiled from the same ``def`` would share one limit, and compiling would stop
+    silently after a handful of plans or image sizes. The name is a hash of ``key``, the same in
+    every process, so inductor's on-disk cache finds the kernel again.
+    """
+    name = "imgrad_" + hashlib.sha1(repr(key).encode()).hexdigest()[:16]
+    code = function.__code__.replace(co_name=name)
+    return types.FunctionType(
+        code, function.__globals__, name, function.__defaults__, function.__closure__
+    )

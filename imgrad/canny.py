@@ -23,6 +23,7 @@ photographs for ksize 3, 5, 7 and both norms in ``tests/test_canny.py``).
 from __future__ import annotations
 
 import math
+import threading
 import warnings
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -31,12 +32,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._compile import CompilePolicy, standalone
+from ._compile import CompilePolicy, own_code, standalone
 from ._input import check_choice, compute_dtype, prepare, to_tensor
 from .engine import correlate, pad
 from .gradients import first_derivatives_extended, luminance, orientation
 from .operators import Operator, Stencil, get_operator
-from .thresholds import bordered_positions, components_with_seed, nms_keep, otsu_threshold
+from .thresholds import (
+    components_with_seed,
+    index_dtype,
+    nms_keep,
+    otsu_threshold,
+    unbordered_positions,
+)
 
 __all__ = ["Canny", "CannyResult", "canny", "gaussian_stencil"]
 
@@ -203,13 +210,15 @@ def _plan(spec: CannySpec, dtype: torch.dtype, compat: bool) -> _Plan:
     round16 = compat and spec.ksize == 7
     if round16:
         bound /= 16
-    if integer:
-        compute = torch.int32  # |g| <= 65535 * 1280 < 2**31
+    if integer and bound <= _FLOAT32_EXACT:
+        # int32 data, but the engine's non-unit taps are Python floats, which promote the
+        # products to float32: exact only while every response fits in 24 bits
+        compute = torch.int32
         score = torch.int64 if spec.l2gradient and 2 * bound * bound >= 2**31 else compute
     else:
         compute = compute_dtype(dtype)
         if bound > _FLOAT32_EXACT:
-            compute = torch.float64  # 16-bit Sobel 7 responses need more than 24 bits
+            compute = torch.float64  # e.g. 16-bit Sobel 7 responses need more than 24 bits
         wide = spec.l2gradient and 2 * bound * bound > _FLOAT32_EXACT
         score = torch.float64 if wide else compute
     return _Plan(op, spec.l2gradient, compute, score, round16)
@@ -243,57 +252,64 @@ def _gradients(
 
 def _strip_state(
     window: torch.Tensor,
-    inside: torch.Tensor,
+    rows_inside: torch.Tensor,
+    cols_inside: torch.Tensor,
     low: torch.Tensor,
     high: torch.Tensor,
     plan: _Plan,
 ) -> torch.Tensor:
-    """The dense part of Canny on one strip of rows: ``(h, w)`` uint8, 0 / 1 weak / 2 strong.
+    """The dense part of Canny on a strip of rows of the zero-bordered grid ``(N, 1, H+2, W+2)``:
+    ``(N, 1, h, W + 2)`` int32, 0 / 1 weak / 2 strong; 0 on the border ring.
 
-    ``window`` is ``(1, C, h + 2r + 2, w + 2r)``: the strip's rows with ``r + 1`` rows above and
-    below and ``r`` columns on each side (border-extended). The score is computed on the strip
-    and the row on each side of it, set to 0 on rows outside the image (``inside`` is
-    ``(h + 2, 1)`` bool) and zero-padded left and right, then suppressed and thresholded.
+    ``window`` is ``(N, C, h + 2r + 2, W + 2r + 4)``: the strip's rows of the image extended by
+    ``r + 2`` on every side (replicate), with ``r + 1`` more rows above and below. The score is
+    computed on the strip and a ring of one pixel around it, set to 0 outside the image
+    (``rows_inside`` ``(h + 2, 1)`` and ``cols_inside`` ``(1, W + 4)`` bool), then suppressed
+    and thresholded; outside the image the score is 0, so nothing there survives suppression.
     """
     score, gy, gx = _gradients(window, plan)
-    score = torch.where(inside, score[0, 0], torch.zeros_like(score[0, 0]))
-    bordered = F.pad(score, (1, 1))
-    keep = nms_keep(bordered, gy[0, 0, 1:-1], gx[0, 0, 1:-1])
-    m = score[1:-1]
+    score = torch.where(rows_inside & cols_inside, score, torch.zeros_like(score))
+    keep = nms_keep(score, gy[..., 1:-1, 1:-1], gx[..., 1:-1, 1:-1])
+    m = score[..., 1:-1, 1:-1]
     weak = keep & (m > low)
-    return weak.to(torch.uint8) + (weak & (m > high)).to(torch.uint8)
+    # int32, the dtype of the index map: inductor vectorises this kernel twice as well as uint8
+    return weak.to(torch.int32) + (weak & (m > high)).to(torch.int32)
 
 
-#: Pixels of one strip (rows x width): its int32 temporaries stay cache-sized.
-STRIP_ELEMENTS = 1 << 17
+#: Pixels (rows x width x batch) of one strip: its temporaries stay cache-sized.
+STRIP_ELEMENTS = 1 << 19
 _COMPILED: dict[_Plan, Any] = {}
 #: Compile or not: :mod:`imgrad._compile`'s amortised rule, for all Canny strip kernels.
 POLICY = CompilePolicy("Canny")
 
 
 def _kernel(plan: _Plan, pixels: int) -> Any:
-    """The strip kernel: compiled (inductor, static shapes: every strip of an image has the same
-    shape, so one graph per plan, channel count and width) once :data:`POLICY` says so, eager
-    until then, inside ``torch.compile`` tracing, and for good once a compilation failed."""
+    """The strip kernel: compiled (inductor; every strip of a batch has the same shape, and a
+    size that differs from the first call's becomes dynamic, so a plan needs one or two graphs)
+    once :data:`POLICY` says so, eager until then, inside ``torch.compile`` tracing, and for
+    good once a compilation failed."""
 
-    def eager(window, inside, low, high):
-        return _strip_state(window, inside, low, high, plan)
+    def eager(window, rows_inside, cols_inside, low, high):
+        return _strip_state(window, rows_inside, cols_inside, low, high, plan)
 
     if not POLICY.wants(pixels):
         return eager
     if plan not in _COMPILED:
-        _COMPILED[plan] = torch.compile(eager, dynamic=False, fullgraph=True)
+        # its own code object per plan (own recompile limit); sizes that change become dynamic
+        _COMPILED[plan] = torch.compile(own_code(eager, plan), dynamic=None, fullgraph=True)
     compiled = _COMPILED[plan]
 
-    def run(window, inside, low, high):
+    def run(window, rows_inside, cols_inside, low, high):
         if not POLICY.failed:
             try:
                 with warnings.catch_warnings():  # inductor's deprecations are not the caller's
                     warnings.simplefilter("ignore", DeprecationWarning)
-                    return compiled(standalone(window), standalone(inside), low, high)
+                    return compiled(
+                        standalone(window), standalone(rows_inside), cols_inside, low, high
+                    )
             except Exception as error:  # noqa: BLE001 - any compiler failure: run eagerly
                 POLICY.failure(error)
-        return eager(window, inside, low, high)
+        return eager(window, rows_inside, cols_inside, low, high)
 
     return run
 
@@ -312,31 +328,44 @@ def _replicate(x: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
     return out
 
 
-def _candidates(
+_SCRATCH = threading.local()
+
+
+def _scratch(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """An uninitialised tensor from a buffer kept per thread, dtype and device between calls.
+
+    The state grid is as large as the image in int32: allocated afresh, its memory would come
+    straight from the OS, a page fault per 4 KiB on first touch (15 ms for the 64 MiB of a 4096²
+    image, half of OpenCV's whole Canny). The largest buffer asked for so far is kept.
+    """
+    numel = math.prod(shape)
+    buffers = _SCRATCH.__dict__.setdefault("buffers", {})
+    buffer = buffers.get((dtype, device))
+    if buffer is None or buffer.numel() < numel:
+        buffer = buffers[(dtype, device)] = torch.empty(numel, dtype=dtype, device=device)
+    return buffer[:numel].view(shape)
+
+
+def _state_grid(
     src: torch.Tensor, plan: _Plan, low: torch.Tensor, high: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Weak pixels after suppression, strip by strip: ``(bordered positions, flat indices,
-    strong flags)``, ascending (see :func:`imgrad.thresholds.bordered_positions`)."""
+) -> torch.Tensor:
+    """The zero-bordered state grid ``(N, 1, H+2, W+2)``: 0 / 1 weak / 2 strong, in the integer
+    dtype of an index map (:func:`imgrad.thresholds.components_with_seed`), strip by strip."""
     n, _, h, w = src.shape
     r = plan.op.radius
-    ext = _replicate(src, r + 1, r)
-    inside = torch.ones(h + 2, 1, dtype=torch.bool, device=src.device)
-    inside[0] = inside[-1] = False
-    rows = max(1, min(h, STRIP_ELEMENTS // w))
-    kernel = _kernel(plan, h * w)
-    positions, flats, strongs = [], [], []
-    for i in range(n):
-        for done in range(0, h, rows):
-            top = min(done, h - rows)  # the last strip overlaps the previous one: same shape
-            window = ext[i : i + 1, :, top : top + rows + 2 * r + 2]
-            state = kernel(window, inside[top : top + rows + 2], low[i], high[i])
-            index = state[done - top :].reshape(-1).nonzero().squeeze(1)  # rows not done yet
-            strongs.append(state[done - top :].reshape(-1)[index] == 2)
-            image = torch.full_like(index, i)
-            bordered, flat = bordered_positions(image, index // w + done, index % w, h, w)
-            positions.append(bordered)
-            flats.append(flat)
-    return torch.cat(positions), torch.cat(flats), torch.cat(strongs)
+    ext = _replicate(src, r + 2, r + 2)
+    rows_inside = F.pad(src.new_ones(h, 1, dtype=torch.bool), (0, 0, 2, 2))
+    cols_inside = F.pad(src.new_ones(1, w, dtype=torch.bool), (2, 2))
+    grid = _scratch((n, 1, h + 2, w + 2), index_dtype(n * (h + 2) * (w + 2)), src.device)
+    rows = max(1, min(h + 2, STRIP_ELEMENTS // (n * (w + 2))))
+    kernel = _kernel(plan, n * h * w)
+    bounds = (low.reshape(n, 1, 1, 1), high.reshape(n, 1, 1, 1))
+    for done in range(0, h + 2, rows):
+        top = min(done, h + 2 - rows)  # the last strip overlaps the previous one: same shape
+        window = ext[:, :, top : top + rows + 2 * r + 2]
+        state = kernel(window, rows_inside[top : top + rows + 2], cols_inside, *bounds)
+        grid[:, :, done : top + rows] = state[:, :, done - top :]
+    return grid
 
 
 def canny_core(image: Any, spec: CannySpec, details: bool = False) -> Any:
@@ -378,8 +407,10 @@ def canny_core(image: Any, spec: CannySpec, details: bool = False) -> Any:
         low_s, high_s = low_s.floor().clamp(-1, limit), high_s.floor().clamp(-1, limit)
     low_s, high_s = low_s.to(plan.score), high_s.to(plan.score)
 
-    positions, flat, strong = _candidates(src, plan, low_s, high_s)
-    connected = components_with_seed(positions, strong, w + 2, 8)
+    grid = _state_grid(src, plan, low_s, high_s).reshape(-1)
+    positions = grid.nonzero().squeeze(1)
+    flat = unbordered_positions(positions, h, w)
+    connected = components_with_seed(grid, positions, grid[positions] == 2, w + 2, 8)
     edges = torch.zeros(n * h * w, dtype=torch.bool, device=src.device)
     edges[flat[connected]] = True
     edges = prepared.restore(edges.reshape(n, 1, h, w), torch.bool)

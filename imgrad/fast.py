@@ -40,8 +40,6 @@ everything else goes to the reference path.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import types
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -51,7 +49,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ._compile import CompilePolicy, standalone
+from ._compile import CompilePolicy, own_code, standalone
 from ._input import compute_dtype, result_dtype
 from .engine import border_index, correlate
 from .operators import Operator, Stencil
@@ -127,15 +125,11 @@ def _flat_magnitude(src: torch.Tensor, out: torch.Tensor, width: int, plan: Plan
     out.copy_(mag)
 
 
-def _make_kernel(plan: Plan, name: str) -> Kernel:
-    """A function with its own code object, so that each plan has its own dynamo cache, and a
-    name that is the same in every process (for inductor's on-disk cache)."""
-
+def _kernel(plan: Plan) -> Kernel:
     def kernel(src: torch.Tensor, out: torch.Tensor) -> None:
         _flat_magnitude(src.reshape(-1), out, src.shape[1], plan)  # the width stays symbolic
 
-    code = kernel.__code__.replace(co_name=name)
-    return types.FunctionType(code, kernel.__globals__, code.co_name, None, kernel.__closure__)
+    return kernel
 
 
 _COMPILED: dict[tuple[Plan, torch.dtype, str], Kernel] = {}
@@ -166,7 +160,7 @@ def _compiled(plan: Plan, src: torch.Tensor) -> Kernel:
     key = (plan, src.dtype, src.device.type)
     if key not in _COMPILED:
         kernel = torch.compile(
-            _make_kernel(plan, "imgrad_" + hashlib.sha1(repr(key).encode()).hexdigest()[:16]),
+            own_code(_kernel(plan), key),
             dynamic=True,
             fullgraph=True,
             # keep the reference's rounding of gy, gx to float16/bfloat16 (inductor would not)

@@ -224,70 +224,68 @@ def threshold_otsu(x: Any, bins: int | None = None) -> Any:
 
 
 def components_with_seed(
-    positions: torch.Tensor, seed: torch.Tensor, row: int, connectivity: int
+    grid: torch.Tensor, positions: torch.Tensor, seed: torch.Tensor, row: int, connectivity: int
 ) -> torch.Tensor:
     """Which candidates are connected to a seed: exact connected-component labelling.
 
-    ``positions`` are the flat indices (strictly ascending, int64) of the candidates in a
-    zero-bordered grid of row length ``row`` (so ``p ± 1`` and ``p ± row`` never wrap to another
-    row or image); ``seed`` flags the strong candidates. Only the candidates are touched: no
-    tensor here is as large as the image.
+    ``grid`` is a flat integer tensor over a zero-bordered grid of row length ``row`` (so
+    ``p ± 1`` and ``p ± row`` never wrap to another row or image), 0 away from the candidates;
+    ``positions`` are the candidates' flat indices in it and ``seed`` flags the strong
+    ones. ``grid`` is overwritten with an index map (``1 + i`` at candidate ``i``). Apart from it,
+    only the candidates are touched.
 
     Algorithm (Shiloach-Vishkin style hooking with pointer jumping, vectorised):
 
     1. Edges: each candidate is linked to its "forward" neighbours (right, and the row below:
-       below-left, below, below-right for 8-connectivity) that are candidates too, found by
-       binary search in the sorted ``positions``.
-    2. Every candidate starts as its own parent ``P[i] = i``. Each round, for every edge (u, v)
+       below-left, below, below-right for 8-connectivity) that are candidates too, read from the
+       index map. Node ``1 + i`` is candidate ``i``; node 0 is a virtual root linked to every
+       seed, so all seeded components are one from the start and edges between two seeds are
+       dropped.
+    2. Seeds start with parent 0, other nodes with themselves. Each round, for every edge (u, v)
        the parent of the larger root is hooked to the smaller label
        (``P[P[u]] = min(P[P[u]], P[v])`` and symmetrically, with ``scatter_reduce("amin")``), then
        ``P = P[P]`` halves every path (pointer jumping). Labels only decrease and always name a
-       candidate of the same component.
-    3. Done when every edge joins equal labels: then each component has one label. Pointer
-       jumping makes a path of length L converge in O(log L) rounds (a 1-pixel spiral filling a
-       2048² image takes about 35); convergence is tested every few rounds only.
+       node of the same tree; trees only merge.
+    3. Every few rounds the edges whose ends share a parent (hence a tree) are dropped; done when
+       none is left. Pointer jumping makes a path of length L converge in O(log L) rounds (a
+       1-pixel spiral filling a 2048² image takes about 35).
     """
     k = positions.numel()
     device = positions.device
+    grid[positions] = torch.arange(1, k + 1, dtype=grid.dtype, device=device)
     offsets = (1, row) if connectivity == 4 else (1, row - 1, row, row + 1)
-    us, vs = [], []
-    for d in offsets:
-        target = positions + d
-        index = torch.searchsorted(positions, target).clamp_(max=max(k - 1, 0))
-        linked = positions[index] == target
-        us.append(linked.nonzero().squeeze(1))
-        vs.append(index[linked])
-    u, v = torch.cat(us), torch.cat(vs)
-    parent = torch.arange(k, device=device)
+    # node of each forward neighbour, 0 if it is no candidate
+    label = grid[positions[:, None] + torch.tensor(offsets, device=device)].reshape(-1)
+    linked = label.nonzero().squeeze(1)
+    edges = torch.stack([linked // len(offsets) + 1, label[linked].long()])
+    seeded = torch.cat([seed.new_zeros(1), seed])
+    edges = edges[:, ~seeded[edges].all(0)]
+    parent = torch.arange(k + 1, device=device)
+    parent[seeded] = 0
     rounds = 0
-    while u.numel():
-        pu, pv = parent[u], parent[v]
-        if rounds % _CHECK_EVERY == 0 and torch.equal(pu, pv):
-            break
-        parent.scatter_reduce_(0, pu, pv, "amin")  # hook the root of u under v's label
-        parent.scatter_reduce_(0, pv, pu, "amin")  # and the root of v under u's label
+    while edges.shape[1]:
+        ends = parent[edges]
+        if rounds % _CHECK_EVERY == 0:  # drop the edges within a tree
+            live = ends[0] != ends[1]
+            edges, ends = edges[:, live], ends[:, live]
+        parent.scatter_reduce_(0, ends[0], ends[1], "amin")  # hook the root of u under v's label
+        parent.scatter_reduce_(0, ends[1], ends[0], "amin")  # and the root of v under u's label
         parent = parent[parent]  # pointer jumping: every path halves
         rounds += 1
-    has_seed = torch.zeros(k, dtype=torch.bool, device=device)
-    has_seed[parent[seed]] = True
-    return has_seed[parent]
+    return parent[1:] == 0
 
 
-def bordered_positions(
-    image: torch.Tensor, y: torch.Tensor, x: torch.Tensor, height: int, width: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Flat indices of pixels ``(image, y, x)`` in the ``(N, H+2, W+2)`` zero-bordered grid, and
-    in the ``(N, H, W)`` grid."""
-    bordered = (image * (height + 2) + y + 1) * (width + 2) + x + 1
-    return bordered, (image * height + y) * width + x
+def unbordered_positions(bordered: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Flat indices in the ``(N, H, W)`` grid of the flat indices ``bordered`` of interior pixels
+    of the ``(N, H+2, W+2)`` zero-bordered grid."""
+    row = width + 2
+    image, rest = bordered // ((height + 2) * row), bordered % ((height + 2) * row)
+    return (image * height + rest // row - 1) * width + rest % row - 1
 
 
-def _candidates(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Candidates of an ``(N, H, W)`` mask: flat indices in the bordered and the plain grid."""
-    n, h, w = mask.shape
-    flat = mask.reshape(-1).nonzero().squeeze(1)
-    image, rest = flat // (h * w), flat % (h * w)
-    return bordered_positions(image, rest // w, rest % w, h, w)[0], flat
+def index_dtype(numel: int) -> torch.dtype:
+    """Integer dtype of an index map over ``numel`` pixels (see :func:`components_with_seed`)."""
+    return torch.int32 if numel < 2**31 else torch.int64
 
 
 def hysteresis(
@@ -295,12 +293,13 @@ def hysteresis(
 ) -> torch.Tensor:
     """Candidates connected to a strong pixel, for ``(N, H, W)`` bool masks (strong ⊆ candidates).
 
-    The tensor-level core of :func:`hysteresis_threshold` and :func:`imgrad.canny`.
+    The tensor-level core of :func:`hysteresis_threshold`.
     """
     n, h, w = candidates.shape
-    positions, flat = _candidates(candidates)
-    seed = strong.reshape(-1)[flat]
-    keep = components_with_seed(positions, seed, w + 2, connectivity)
+    grid = F.pad(candidates, (1, 1, 1, 1)).to(index_dtype(n * (h + 2) * (w + 2))).reshape(-1)
+    positions = grid.nonzero().squeeze(1)
+    flat = unbordered_positions(positions, h, w)
+    keep = components_with_seed(grid, positions, strong.reshape(-1)[flat], w + 2, connectivity)
     out = torch.zeros(n * h * w, dtype=torch.bool, device=candidates.device)
     out[flat[keep]] = True
     return out.reshape(n, h, w)

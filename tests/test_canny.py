@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 import numpy as np
@@ -180,3 +181,17 @@ def test_compiled_strips_equal_cv2_on_large_image(monkeypatch):
     monkeypatch.setenv("IMGRAD_COMPILE", "1")
     a = cv2.resize(as_stored(PHOTOS[2]), (2048, 1100), interpolation=cv2.INTER_LINEAR)
     assert np.array_equal(canny(a, 100, 200), cv2.Canny(a, 100, 200) > 0)
+
+
+def test_strips_and_reused_grid_equal_cv2(monkeypatch):
+    """Strips of a few rows over a batch (the last one overlapping), then a smaller image in the
+    state grid kept from the larger call: the same edges as cv2."""
+    cv2 = pytest.importorskip("cv2")
+    module = importlib.import_module("imgrad.canny")  # imgrad.canny is also the function
+    images = [np.atleast_3d(as_stored(p))[:200, :301, 0].copy() for p in PHOTOS[1:4]]
+    monkeypatch.setattr(module, "STRIP_ELEMENTS", 5000)  # 5 rows of a 3-image batch per strip
+    out = canny(torch.from_numpy(np.stack(images))[:, None], 100, 200)
+    for i, a in enumerate(images):
+        assert np.array_equal(out[i, 0].numpy(), cv2.Canny(a, 100, 200) > 0)
+    small = images[0][:50, :70].copy()
+    assert np.array_equal(canny(small, 100, 200), cv2.Canny(small, 100, 200) > 0)

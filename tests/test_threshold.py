@@ -184,6 +184,18 @@ def test_hysteresis_8_equals_labelling():
     assert np.array_equal(hysteresis_threshold(img, 90, 170), expected)
 
 
+def test_hysteresis_8_equals_labelling_on_noise():
+    """Many small components, seeds side by side and weak bridges between seeded ones."""
+    measure = pytest.importorskip("skimage.measure")
+    img = np.random.default_rng(0).random((3, 97, 131)).astype(np.float32)
+    expected = np.zeros(img.shape, bool)
+    for i, plane in enumerate(img):
+        labels = measure.label(plane > 0.45, connectivity=2)
+        keep = np.unique(labels[plane > 0.9])
+        expected[i] = np.isin(labels, keep[keep > 0])
+    assert np.array_equal(hysteresis_threshold(img, 0.45, 0.9), expected)
+
+
 @pytest.mark.parametrize("n", [256, 1024])
 def test_hysteresis_spiral_is_kept_whole(n):
     """A single strong pixel at one end of a 1-pixel spiral keeps the whole spiral."""
