@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["AUTO_AFTER_PIXELS", "CompilePolicy", "own_code", "standalone"]
+__all__ = ["AUTO_AFTER_PIXELS", "CompilePolicy", "inductor_options", "own_code", "standalone"]
 
 #: Pixels a kernel family runs eagerly before ``auto`` compiles it (eager costs ~3 ns/pixel
 #: more than compiled on this project's 2-core reference machine: 2**30 pixels ≈ 3 s).
@@ -81,3 +81,11 @@ def own_code(function: Callable[..., Any], key: object) -> Callable[..., Any]:
     return types.FunctionType(
         code, function.__globals__, name, function.__defaults__, function.__closure__
     )
+
+
+def inductor_options(**wanted: Any) -> dict[str, Any]:
+    """The inductor settings among ``wanted`` that this torch knows (others are dropped, so a
+    renamed setting costs speed, never a failed compile)."""
+    from torch._inductor import config  # imported only once something is compiled
+
+    return {key: value for key, value in wanted.items() if hasattr(config, key)}

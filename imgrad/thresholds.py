@@ -250,29 +250,36 @@ def components_with_seed(
        none is left. Pointer jumping makes a path of length L converge in O(log L) rounds (a
        1-pixel spiral filling a 2048² image takes about 35).
     """
+    # 1-D lookups by index_select: on CPU it is twice as fast as advanced indexing
     k = positions.numel()
     device = positions.device
-    grid[positions] = torch.arange(1, k + 1, dtype=grid.dtype, device=device)
+    grid.index_copy_(0, positions, torch.arange(1, k + 1, dtype=grid.dtype, device=device))
     offsets = (1, row) if connectivity == 4 else (1, row - 1, row, row + 1)
     # node of each forward neighbour, 0 if it is no candidate
-    label = grid[positions[:, None] + torch.tensor(offsets, device=device)].reshape(-1)
+    around = (positions[:, None] + torch.tensor(offsets, device=device)).reshape(-1)
+    label = grid.index_select(0, around)
     linked = label.nonzero().squeeze(1)
-    edges = torch.stack([linked // len(offsets) + 1, label[linked].long()])
+    edges = torch.stack([linked // len(offsets) + 1, label.index_select(0, linked).long()])
     seeded = torch.cat([seed.new_zeros(1), seed])
-    edges = edges[:, ~seeded[edges].all(0)]
+    edges = edges[:, ~_lookup(seeded, edges).all(0)]
     parent = torch.arange(k + 1, device=device)
-    parent[seeded] = 0
+    parent.masked_fill_(seeded, 0)
     rounds = 0
     while edges.shape[1]:
-        ends = parent[edges]
+        ends = _lookup(parent, edges)
         if rounds % _CHECK_EVERY == 0:  # drop the edges within a tree
             live = ends[0] != ends[1]
             edges, ends = edges[:, live], ends[:, live]
         parent.scatter_reduce_(0, ends[0], ends[1], "amin")  # hook the root of u under v's label
         parent.scatter_reduce_(0, ends[1], ends[0], "amin")  # and the root of v under u's label
-        parent = parent[parent]  # pointer jumping: every path halves
+        parent = parent.index_select(0, parent)  # pointer jumping: every path halves
         rounds += 1
     return parent[1:] == 0
+
+
+def _lookup(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``table[index]`` for a 1-D ``table``, by ``index_select``."""
+    return table.index_select(0, index.reshape(-1)).view(index.shape)
 
 
 def unbordered_positions(bordered: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -288,6 +295,43 @@ def index_dtype(numel: int) -> torch.dtype:
     return torch.int32 if numel < 2**31 else torch.int64
 
 
+def nonzero_flat(values: torch.Tensor) -> torch.Tensor:
+    """``values.nonzero()`` of a 1-D tensor as a 1-D int64 tensor (sorted).
+
+    int32 entries are tested two at a time, read as int64 (a pair is non-zero if either is):
+    CPU ``nonzero`` costs per element, not per byte, so this halves its time on a sparse grid
+    such as Canny's candidates (about 1% of the pixels). Pairs are then split, which costs more
+    than it saves once over 1 in 16 pairs is non-zero: then plain ``nonzero`` is used.
+    """
+    even = values.numel() - values.numel() % 2
+    if values.dtype != torch.int32 or values.data_ptr() % 8 or even == 0:
+        return values.nonzero().squeeze(1)
+    pairs = values[:even].view(torch.int64).nonzero().squeeze(1)
+    if pairs.numel() * 32 > even:
+        return values.nonzero().squeeze(1)
+    both = torch.stack([2 * pairs, 2 * pairs + 1], 1).reshape(-1)
+    found = both[values.index_select(0, both) != 0]
+    if even < values.numel():  # the odd last entry
+        found = torch.cat([found, values[even:].nonzero().squeeze(1) + even])
+    return found
+
+
+def hysteresis_grid(grid: torch.Tensor, n: int, h: int, w: int, connectivity: int) -> torch.Tensor:
+    """Hysteresis on a state grid: ``(N * H * W,)`` bool, the candidates connected to a seed.
+
+    ``grid`` is the flat zero-bordered ``(N, H+2, W+2)`` grid in :func:`index_dtype`: 0 for
+    background, 1 for a candidate, 2 for a seed (strong) candidate. It is overwritten
+    (:func:`components_with_seed`).
+    """
+    positions = nonzero_flat(grid)
+    flat = unbordered_positions(positions, h, w)
+    seed = grid.index_select(0, positions) == 2
+    keep = components_with_seed(grid, positions, seed, w + 2, connectivity)
+    out = torch.zeros(n * h * w, dtype=torch.bool, device=grid.device)
+    out[flat[keep]] = True
+    return out
+
+
 def hysteresis(
     candidates: torch.Tensor, strong: torch.Tensor, connectivity: int = 8
 ) -> torch.Tensor:
@@ -296,13 +340,10 @@ def hysteresis(
     The tensor-level core of :func:`hysteresis_threshold`.
     """
     n, h, w = candidates.shape
-    grid = F.pad(candidates, (1, 1, 1, 1)).to(index_dtype(n * (h + 2) * (w + 2))).reshape(-1)
-    positions = grid.nonzero().squeeze(1)
-    flat = unbordered_positions(positions, h, w)
-    keep = components_with_seed(grid, positions, strong.reshape(-1)[flat], w + 2, connectivity)
-    out = torch.zeros(n * h * w, dtype=torch.bool, device=candidates.device)
-    out[flat[keep]] = True
-    return out.reshape(n, h, w)
+    dtype = index_dtype(n * (h + 2) * (w + 2))
+    state = candidates.to(dtype) + (strong & candidates).to(dtype)
+    grid = F.pad(state, (1, 1, 1, 1)).reshape(-1)
+    return hysteresis_grid(grid, n, h, w, connectivity).reshape(n, h, w)
 
 
 def _check_connectivity(connectivity: Any) -> int:
@@ -349,7 +390,9 @@ def hysteresis_threshold(x: Any, low: float, high: float, connectivity: int = 8)
 # --------------------------------------------------------------------------- NMS
 
 
-def nms_keep(bordered: torch.Tensor, gy: torch.Tensor, gx: torch.Tensor) -> torch.Tensor:
+def nms_keep(
+    bordered: torch.Tensor, gy: torch.Tensor, gx: torch.Tensor, wide: torch.dtype | None = None
+) -> torch.Tensor:
     """Which pixels are maxima along their gradient sector (OpenCV's Canny rules), dense.
 
     ``bordered`` is the magnitude ``(..., H + 2, W + 2)`` with a ring of zeros (or of the
@@ -359,12 +402,13 @@ def nms_keep(bordered: torch.Tensor, gy: torch.Tensor, gx: torch.Tensor) -> torc
     ``y = |gy| * 2**15``, horizontal if ``y < x``, vertical if ``y > x + |gx| * 2**16``, else
     diagonal: up-left/down-right when gx and gy have the same sign (-0.0 counts as positive),
     up-right/down-left otherwise. Tie rules: horizontal ``m > left and m >= right``, vertical
-    ``m > up and m >= down``, diagonals strict on both. The products are exact: int32 for
-    integer gradients below 27146 (``27146 * 79109 < 2**31``), float64 otherwise (exact below
-    2**36).
+    ``m > up and m >= down``, diagonals strict on both. The products are computed in ``wide``:
+    by default int64 for integer gradients and float64 for floating ones (exact below 2**36);
+    callers that know their integer gradients stay below 27146 pass int32
+    (``27146 * 79109 < 2**31``), which vectorises twice as wide.
     """
-    exact_int = not gy.is_floating_point() and gy.dtype != torch.int64
-    wide = torch.int32 if exact_int else torch.float64
+    if wide is None:
+        wide = torch.float64 if gy.is_floating_point() else torch.int64
     ax, ay = gx.abs().to(wide), gy.abs().to(wide)
     tg22x = ax * TG22
     y = ay * 32768

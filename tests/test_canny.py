@@ -183,6 +183,30 @@ def test_compiled_strips_equal_cv2_on_large_image(monkeypatch):
     assert np.array_equal(canny(a, 100, 200), cv2.Canny(a, 100, 200) > 0)
 
 
+@pytest.mark.parametrize(
+    ("dtype", "kwargs"),
+    [
+        (torch.uint8, {"ksize": 5, "l2gradient": True}),  # colour, int32 products
+        (torch.uint8, {"ksize": 7}),  # OpenCV's round(g / 16)
+        (torch.uint16, {"ksize": 7, "l2gradient": True}),  # int64 scores and sector products
+        (torch.float32, {"sigma": 1.0}),  # floating path
+    ],
+)
+def test_compiled_plans_equal_eager(monkeypatch, dtype, kwargs):
+    """Each kind of compiled strip kernel (own plan, own graph) gives the eager kernel's edges."""
+    a = torch.from_numpy(chw(as_stored(PHOTOS[0])))[..., :160, :200].to(dtype)
+    if dtype == torch.uint16:
+        a = a * 257
+    elif dtype.is_floating_point:
+        a = a / 255
+    low, high = {torch.uint8: (100, 200), torch.uint16: (25700, 51400)}.get(dtype, (0.1, 0.6))
+    monkeypatch.setenv("IMGRAD_COMPILE", "0")
+    eager = canny(a, low, high, **kwargs)
+    monkeypatch.setenv("IMGRAD_COMPILE", "1")
+    assert torch.equal(canny(a, low, high, **kwargs), eager)
+    assert eager.sum() > 100
+
+
 def test_strips_and_reused_grid_equal_cv2(monkeypatch):
     """Strips of a few rows over a batch (the last one overlapping), then a smaller image in the
     state grid kept from the larger call: the same edges as cv2."""

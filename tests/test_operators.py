@@ -184,6 +184,22 @@ def test_integer_data_is_exact_in_float32():
     assert np.array_equal(gx.double().numpy(), rx) and np.array_equal(gy.double().numpy(), ry)
 
 
+def test_engine_keeps_integer_data_integer_and_exact_past_24_bits():
+    """int32 data with integral taps stays int32 (Canny's path): Sobel 7 of 16-bit data, whose
+    responses pass 2**24 (float32 would round them), equals the float64 reference."""
+    from imgrad.gradients import first_derivatives_extended
+    from imgrad.operators import get_operator
+
+    rng = np.random.default_rng(11)
+    img = rng.integers(0, 2000, (9, 12)) + np.where(np.arange(12) >= 6, 63000, 0)
+    x = torch.from_numpy(np.pad(img, 3, mode="edge")).to(torch.int32)[None, None]
+    gy, gx = first_derivatives_extended(x, get_operator("sobel", 7), 3)
+    ry, rx = reference_first(img.astype(np.float64), "sobel7", "replicate")
+    assert gy.dtype == gx.dtype == torch.int32
+    assert np.abs(rx).max() > 2**24
+    assert np.array_equal(gx[0, 0].numpy(), rx) and np.array_equal(gy[0, 0].numpy(), ry)
+
+
 # --------------------------------------------------------------------------- OpenCV
 
 

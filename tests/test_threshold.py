@@ -12,6 +12,7 @@ from PIL import Image
 from imgrad.thresholds import (
     hysteresis_threshold,
     non_maximum_suppression,
+    nonzero_flat,
     otsu_threshold,
     threshold,
     threshold_otsu,
@@ -269,6 +270,29 @@ def test_nms_sector_boundaries_exact():
     m = [[6.0, 0.0, 0.0], [0.0, 5.0, 0.0], [0.0, 4.0, 0.0]]
     assert nms(m, [[79110.0] * 3] * 3, [[32768.0] * 3] * 3)[1, 1] == 5
     assert nms(m, [[79109.0] * 3] * 3, [[32768.0] * 3] * 3)[1, 1] == 0
+
+
+def test_nms_integer_gradients_past_int32_products():
+    """int32 gradients large enough for |g| * 79109 to overflow int32 are suppressed exactly as
+    the same values in float64 (products in int64, not wrapped int32)."""
+    rng = np.random.default_rng(3)
+    m = torch.from_numpy(rng.random((40, 40)))
+    gy, gx = (torch.from_numpy(rng.integers(-(10**6), 10**6, (40, 40))).int() for _ in "yx")
+    exact = non_maximum_suppression(m, gy.double(), gx.double())
+    assert torch.equal(non_maximum_suppression(m, gy, gx), exact)
+    assert torch.equal(non_maximum_suppression(m, gy.long(), gx.long()), exact)
+
+
+@pytest.mark.parametrize("length", [0, 1, 2, 999, 1000, 4096])
+@pytest.mark.parametrize("density", [0.0, 0.005, 0.5, 1.0])
+def test_nonzero_flat_equals_nonzero(length, density):
+    """Pairs read as int64 (sparse), plain nonzero (dense), odd lengths, misaligned views."""
+    rng = np.random.default_rng(length)
+    values = torch.from_numpy(
+        np.where(rng.random(length + 1) < density, rng.integers(1, 3, length + 1), 0)
+    ).to(torch.int32)
+    for v in (values[:length], values[1:], values[:length].long()):
+        assert torch.equal(nonzero_flat(v), v.nonzero().squeeze(1))
 
 
 def test_nms_border_counts_as_zero_and_shapes():
