@@ -34,7 +34,7 @@ from torch import nn
 
 from ._compile import CompilePolicy, inductor_options, own_code, standalone
 from ._input import check_choice, compute_dtype, prepare, to_tensor
-from .engine import correlate, pad
+from .engine import correlate, pad, sqrt_rn
 from .gradients import first_derivatives_extended, luminance, orientation
 from .operators import Operator, Stencil, get_operator
 from .thresholds import hysteresis_grid, index_dtype, nms_keep, otsu_threshold
@@ -408,7 +408,7 @@ def canny_core(image: Any, spec: CannySpec, details: bool = False) -> Any:
         r = plan.op.radius
         score, gy, gx = _gradients(_replicate(src, r, r), plan)
         norm = score.to(torch.float64 if plan.score == torch.int64 else prepared.out_dtype)
-        norm = (norm.sqrt() if plan.l2 else norm) * scale
+        norm = (sqrt_rn(norm) if plan.l2 else norm) * scale
     else:
         norm = torch.zeros(n, 1, 1, 1, device=src.device)
     low, high = _resolve_thresholds(spec, norm)

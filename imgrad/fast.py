@@ -25,11 +25,11 @@ inductor's on-disk cache makes later processes load it instead of compiling. Whe
 (no C++ compiler, ...: one warning), the same function runs eagerly, in chunks whose temporaries
 stay cache-sized.
 
-Numbers: bit-identical to the reference for every operator, border, norm and dtype. For the L2
-norm the kernel stores the squared magnitude in the compute dtype and
-the square root is then taken by eager ``torch.sqrt`` in place, like the reference: a compiled
-square root is the correctly rounded IEEE one, whereas eager ``torch.sqrt`` on the CPU may go
-through MKL's vector math, 1 ulp away from it for some inputs.
+Numbers: bit-identical to the reference for every operator, border, norm and dtype. The L2
+norm's square root is :func:`imgrad.gradients.sqrt_rn` in both (correctly rounded float32,
+computed in the kernel); for float64 the kernel stores the squared magnitude and eager
+``torch.sqrt`` is applied in place afterwards, like the reference (a compiled float64 square root
+is the correctly rounded one, eager ``torch.sqrt`` is not always).
 
 The path is taken only for a forward computation: not when autograd records (the input
 requires grad and grad mode is on), not while being traced by ``torch.compile``, and only for
@@ -51,7 +51,7 @@ import torch.nn.functional as F
 
 from ._compile import CompilePolicy, own_code, standalone
 from ._input import compute_dtype, result_dtype
-from .engine import border_index, correlate
+from .engine import border_index, correlate, sqrt_rn
 from .operators import Operator, Stencil
 
 __all__ = ["POLICY", "Plan", "empty", "gradient_magnitude", "plan_for"]
@@ -74,9 +74,15 @@ class Plan:
     divisors: tuple[float, float] | None
 
     @property
+    def root_after(self) -> bool:
+        """L2 in float64: the kernel stores the squared magnitude and the square root is a pass of
+        eager ``torch.sqrt``, like the reference (float32 is rooted in the kernel)."""
+        return self.norm == "l2" and self.compute == torch.float64
+
+    @property
     def store(self) -> torch.dtype:
-        """The dtype the kernel writes: for L2 the squared magnitude, still in the compute dtype."""
-        return self.compute if self.norm == "l2" else self.out
+        """The dtype the kernel writes."""
+        return self.compute if self.root_after else self.out
 
     def transposed(self) -> Plan:
         """The plan for a transposed image: the same, with the two axis divisors swapped."""
@@ -121,7 +127,9 @@ def _flat_magnitude(src: torch.Tensor, out: torch.Tensor, width: int, plan: Plan
     if plan.norm == "l1":
         mag = gy.abs() + gx.abs()
     else:
-        mag = gy * gy + gx * gx  # for L2 the caller takes the sqrt (sqrt(0) is 0, NaN stays)
+        mag = gy * gy + gx * gx  # sqrt(0) is 0 and NaN stays NaN, as the reference's
+        if plan.norm == "l2" and not plan.root_after:
+            mag = sqrt_rn(mag)
     out.copy_(mag)
 
 
@@ -202,6 +210,17 @@ def _run(plan: Plan, src: torch.Tensor, out: torch.Tensor) -> None:
 # --------------------------------------------------------------------------- interior and frame
 
 
+def _sources(n: int, positions: torch.Tensor, border: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Source index along an axis of length ``n`` of each of ``positions`` (which may lie outside
+    it) by the border rule, and which positions are outside (they take the constant value, for
+    ``border="constant"``; their index is then clamped, only to stay valid)."""
+    outside = (positions < 0) | (positions >= n)
+    if border == "constant":
+        return positions.clamp(0, n - 1), outside
+    halo = max(-int(positions.min()), int(positions.max()) - n + 1, 0)
+    return border_index(n, halo, halo, border, positions.device)[positions + halo], outside
+
+
 def _take(
     x: torch.Tensor,
     dim: int,
@@ -210,18 +229,28 @@ def _take(
     value: float,
     dtype: torch.dtype,
 ) -> torch.Tensor:
-    """``x`` at ``positions`` along ``dim``, which may lie outside it (border rule), in ``dtype``.
-
-    The rows or columns are picked first and converted after, so only what is picked is copied.
-    """
-    n = x.shape[dim]
+    """``x`` at ``positions`` along ``dim`` (not the last: ``index_select`` is slow there), which
+    may lie outside it (border rule), in ``dtype``. Picked first, converted after."""
+    index, outside = _sources(x.shape[dim], positions, border)
+    taken = x.index_select(dim, index).to(dtype)
     if border == "constant":
-        taken = x.index_select(dim, positions.clamp(0, n - 1)).to(dtype)
-        outside = ((positions < 0) | (positions >= n)).view([-1] + [1] * (x.dim() - 1 - dim))
-        return taken.masked_fill_(outside, value)
-    halo = max(-int(positions.min()), int(positions.max()) - n + 1, 0)
-    index = border_index(n, halo, halo, border, x.device)[positions + halo]
-    return x.index_select(dim, index).to(dtype)
+        taken.masked_fill_(outside.view([-1] + [1] * (x.dim() - 1 - dim)), value)
+    return taken
+
+
+def _extend_last(t: torch.Tensor, r: int, border: str, value: float) -> torch.Tensor:
+    """``t`` extended by ``r`` on both sides of its last axis: one slice copy of the body and
+    gathers of the ``2r`` halo columns only."""
+    n = t.shape[-1]
+    out = t.new_empty(*t.shape[:-1], n + 2 * r)
+    out[..., r : r + n] = t
+    halo = torch.cat([torch.arange(-r, 0), torch.arange(n, n + r)]).to(t.device)
+    index, _ = _sources(n, halo, border)
+    if border == "constant":
+        out[..., :r], out[..., r + n :] = value, value
+    else:
+        out[..., :r], out[..., r + n :] = t[..., index[:r]], t[..., index[r:]]
+    return out
 
 
 def _valid(plan: Plan, src: torch.Tensor) -> torch.Tensor:
@@ -262,16 +291,25 @@ def _frame(plan: Plan, x: torch.Tensor, out: torch.Tensor, border: str, value: f
     band = max(r, 2)
     device = x.device
 
-    def take(t: torch.Tensor, dim: int, *ranges: tuple[int, int]) -> torch.Tensor:
+    def take(t: torch.Tensor, *ranges: tuple[int, int]) -> torch.Tensor:
         positions = torch.cat([torch.arange(lo, hi, device=device) for lo, hi in ranges])
-        return _take(t, dim, positions, border, value, plan.compute)
+        return _take(t, 1, positions, border, value, plan.compute)
 
     # (P, 2, band + 2r, W + 2r): the top and bottom bands, extended all round
-    rows = take(x, 1, (-r, band + r), (height - band - r, height + r))
-    rows = take(rows, 2, (-r, width + r)).view(planes, 2, band + 2 * r, width + 2 * r)
-    # (P, 2, band + 2r, H + 2r): the left and right bands, transposed
-    cols = take(x, 2, (-r, band + r), (width - band - r, width + r))
-    cols = take(cols, 1, (-r, height + r)).mT.reshape(planes, 2, band + 2 * r, height + 2 * r)
+    rows = take(x, (-r, band + r), (height - band - r, height + r))
+    rows = _extend_last(rows, r, border, value).view(planes, 2, band + 2 * r, width + 2 * r)
+    # (P, 2, band + 2r, H + 2r): the left and right bands, transposed. The outer k columns on
+    # each side hold every source the border rule picks (r < k), so they are transposed first
+    # (slab row j: column j, or width - 2k + j for j >= k), then picked as rows.
+    k = band + r
+    slabs = torch.empty(planes, 2 * k, height, dtype=plan.compute, device=device)
+    slabs[:, :k], slabs[:, k:] = x[..., :k].mT, x[..., width - k :].mT
+    positions = torch.cat([torch.arange(-r, k), torch.arange(width - k, width + r)]).to(device)
+    column, outside = _sources(width, positions, border)
+    cols = slabs.index_select(1, torch.where(column < k, column, column - (width - 2 * k)))
+    if border == "constant":
+        cols.masked_fill_(outside.view(-1, 1), value)
+    cols = _extend_last(cols, r, border, value).view(planes, 2, band + 2 * r, height + 2 * r)
     if plan.transposed() == plan:
         common = max(height, width) + 2 * r
         both = [F.pad(t, (0, common - t.shape[-1])).flatten(0, 1) for t in (rows, cols)]
@@ -339,7 +377,7 @@ def gradient_magnitude(image: Any, plan: Plan, border: str, value: float) -> Any
     out = empty(tuple(x.shape), plan.store, x.device)
     _interior(plan, x, out)
     _frame(plan, x, out, border, value)
-    if plan.norm == "l2":  # the reference's sqrt, in place: one more pass, the same bits
-        out = out.sqrt_().to(plan.out)
+    if plan.root_after:  # the reference's float64 sqrt, in place: one more pass, the same bits
+        out = out.sqrt_()
     out = out.reshape(shape)
     return out.numpy() if is_numpy else out

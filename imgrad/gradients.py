@@ -28,7 +28,7 @@ import torch
 
 from . import fast
 from ._input import Prepared, check_choice, prepare
-from .engine import check_border, correlate, pad
+from .engine import check_border, correlate, pad, sqrt_rn
 from .operators import Operator, Stencil, get_operator
 
 __all__ = [
@@ -393,8 +393,9 @@ def _norm(gy: torch.Tensor, gx: torch.Tensor, norm: str) -> torch.Tensor:
     # Exact forward (sqrt(0) = 0, no eps) and a finite backward: where the gradient is 0 the
     # sqrt is taken of 1 and discarded, so d/dg is 0 there instead of NaN. NaN stays NaN.
     zero = squared == 0
-    root = torch.sqrt(torch.where(zero, torch.ones_like(squared), squared))
+    root = sqrt_rn(torch.where(zero, torch.ones_like(squared), squared))
     return torch.where(zero, torch.zeros_like(squared), root)
+
 
 
 def _as_pair(gradients: Any) -> tuple[torch.Tensor, torch.Tensor, bool]:
