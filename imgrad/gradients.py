@@ -397,7 +397,6 @@ def _norm(gy: torch.Tensor, gx: torch.Tensor, norm: str) -> torch.Tensor:
     return torch.where(zero, torch.zeros_like(squared), root)
 
 
-
 def _as_pair(gradients: Any) -> tuple[torch.Tensor, torch.Tensor, bool]:
     if not isinstance(gradients, (tuple, list)) or len(gradients) != 2:
         raise TypeError("expected Gradients(gy, gx) or a (gy, gx) pair of tensors/arrays")
