@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import os
 import platform
 import shutil
@@ -320,8 +321,25 @@ def canny_case() -> None:
     subprocess.run([sys.executable, str(script), *args], check=False)
 
 
-def cli_case(count: int, size: int) -> None:
-    """``imgrad sobel DIR OUT`` over ``count`` JPEGs vs a plain OpenCV read/Sobel/write loop."""
+OPENCV_LOOP = """
+import sys, time
+from pathlib import Path
+import cv2
+cv2.setNumThreads({threads})
+start = time.perf_counter()
+src, out = Path(sys.argv[1]), Path(sys.argv[2])
+for path in sorted(src.iterdir()):
+    gray = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    gx, gy = cv2.Sobel(gray, cv2.CV_32F, 1, 0), cv2.Sobel(gray, cv2.CV_32F, 0, 1)
+    edges = cv2.convertScaleAbs(cv2.magnitude(gx, gy), alpha=0.25)
+    cv2.imwrite(str(out / (path.stem + ".png")), edges)
+print(time.perf_counter() - start)
+"""
+
+
+def cli_case(count: int, size: int, threads: int) -> None:
+    """``imgrad sobel DIR OUT`` over ``count`` JPEGs vs a plain OpenCV read/Sobel/write loop,
+    both run as commands (interpreter start and imports included), and their steady rates."""
     exe = shutil.which("imgrad")
     if cv2 is None or not IMAGES.is_dir():
         print("\nCLI: skipped (needs OpenCV and the sample photographs)")
@@ -334,32 +352,35 @@ def cli_case(count: int, size: int) -> None:
         photos = [cv2.resize(p, (size, size)) for p in photos if p is not None]
         for i in range(count):
             cv2.imwrite(str(src / f"{i:04d}.jpg"), np.roll(photos[i % len(photos)], i, axis=1))
+        script = Path(tmp, "opencv_loop.py")
+        script.write_text(OPENCV_LOOP.format(threads=threads))
 
-        def opencv_loop() -> None:
-            for path in sorted(src.iterdir()):
-                gray = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
-                m = cv_magnitude(gray)
-                cv2.imwrite(str(out_cv / (path.stem + ".png")), cv2.convertScaleAbs(m, alpha=0.25))
+        def command(args: list[str]) -> tuple[float, str]:
+            start = time.perf_counter()
+            env = {k: v for k, v in os.environ.items() if k != "IMGRAD_COMPILE"}  # the default
+            done = subprocess.run(args, capture_output=True, text=True, env=env)
+            if done.returncode != 0:
+                raise RuntimeError(done.stderr[-300:])
+            return time.perf_counter() - start, done.stdout
 
-        start = time.perf_counter()
-        opencv_loop()
-        t_cv = time.perf_counter() - start
-        label = f"\nCLI over {count} JPEGs of {size}²:"
+        label = f"\nCLI over {count} JPEGs of {size}² to PNG (whole commands, start-up included):"
+        t_cv, out = command([sys.executable, str(script), str(src), str(out_cv)])
+        cv_loop = float(out)
         if exe is None:
             print(f"{label} OpenCV loop {t_cv:.2f} s; `imgrad` is not installed, CLI skipped")
             return
-        start = time.perf_counter()
-        default = {k: v for k, v in os.environ.items() if k != "IMGRAD_COMPILE"}
-        done = subprocess.run(
-            [exe, "sobel", str(src), str(out_cli)], capture_output=True, env=default
-        )
-        t_cli = time.perf_counter() - start
-        if done.returncode != 0:
-            print(f"{label} `imgrad sobel` failed: {done.stderr.decode()[-300:]}; skipped")
+        try:
+            t_cli, out = command([exe, "sobel", str(src), str(out_cli), "--json"])
+        except RuntimeError as error:
+            print(f"{label} `imgrad sobel` failed: {error}; skipped")
             return
+        cli_loop = float(json.loads(out)["seconds"])
         print(
-            f"{label} imgrad sobel {t_cli:.2f} s (one process, start-up included), OpenCV loop "
-            f"{t_cv:.2f} s: ratio {t_cli / t_cv:.2f}"
+            f"{label} imgrad sobel {t_cli:.2f} s, OpenCV loop script {t_cv:.2f} s: ratio "
+            f"{t_cli / t_cv:.2f}\n  steady rate (start-up and imports excluded): imgrad "
+            f"{count / cli_loop:.0f} files/s, OpenCV {count / cv_loop:.0f} files/s; start-up: "
+            f"imgrad {t_cli - cli_loop:.2f} s (Python + import torch), "
+            f"OpenCV {t_cv - cv_loop:.2f} s"
         )
 
 
@@ -399,7 +420,7 @@ def main() -> None:
     memory_case(args.threads, 16384)
     compile_case(args.threads)
     canny_case()
-    cli_case(args.jpegs, 256)
+    cli_case(args.jpegs, 256, args.threads)
 
 
 if __name__ == "__main__":
