@@ -26,7 +26,7 @@ inductor's on-disk cache makes later processes load it instead of compiling. Whe
 stay cache-sized.
 
 Numbers: bit-identical to the reference for every operator, border, norm and dtype. The L2
-norm's square root is :func:`imgrad.gradients.sqrt_rn` in both (correctly rounded float32,
+norm's square root is :func:`imgrad.engine.sqrt_rn` in both (correctly rounded float32,
 computed in the kernel); for float64 the kernel stores the squared magnitude and eager
 ``torch.sqrt`` is applied in place afterwards, like the reference (a compiled float64 square root
 is the correctly rounded one, eager ``torch.sqrt`` is not always).
