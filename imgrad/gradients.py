@@ -480,7 +480,8 @@ def gradient_magnitude(
     """``magnitude(spatial_gradient(image, operator, **options), norm)`` in one call.
 
     Without autograd (no input that requires grad, or grad mode off) this runs the fused path of
-    :mod:`imgrad.fast`: one pass over the image, no full-size temporaries, the same bits.
+    :mod:`imgrad.fast`: one pass over the image, no full-size temporaries, the same bits (small
+    images run eagerly take the reference path, which is faster for them).
     ``color="luminance"`` takes it too (after one pass to make the luma image), except for half
     precision input; ``color="max"`` and ``nan_policy="raise"`` take the reference path.
     """
@@ -498,7 +499,7 @@ def gradient_magnitude(
             same_dtype = prepared.image.dtype == prepared.out_dtype
             source, finish = (prepared.image, prepared.restore) if same_dtype else (None, None)
         plan = None if source is None else fast.plan_for(source, spec.op, norm, divisors)
-        if plan is not None:
+        if plan is not None and fast.worthwhile(source):
             result = fast.gradient_magnitude(source, plan, spec.border, spec.border_value)
             return finish(result) if finish is not None else result
     return magnitude(first_order(image, spec, nan_policy), norm)

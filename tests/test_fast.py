@@ -57,6 +57,13 @@ def assert_matches(got: Any, want: Any) -> None:
     assert torch.equal(got, want) or torch.allclose(got, want, rtol=0, atol=0, equal_nan=True)
 
 
+@pytest.fixture(autouse=True)
+def small_images_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The small test images take the fast path even when it runs eagerly (by default they go to
+    the reference path then, which is faster for them: test_small_eager_images_...)."""
+    monkeypatch.setattr(fast, "EAGER_MIN_PIXELS", 0)
+
+
 @pytest.fixture
 def eager(monkeypatch: pytest.MonkeyPatch) -> None:
     """Run the fast path with the eager kernel (what a failed compile falls back to)."""
@@ -178,6 +185,22 @@ def test_autograd_and_unsupported_options_take_the_reference_path() -> None:
     tiny = sample((3, 3), torch.float32)  # smaller than 2r + 2: reference path
     assert fast.plan_for(tiny, imgrad.gradients.get_operator("sobel"), "l2", None) is None
     assert torch.equal(imgrad.gradient_magnitude(tiny), reference(tiny, "sobel", 3))
+
+
+@pytest.mark.parametrize(
+    ("mode", "pixels", "fused"), [("0", 1 << 16, False), ("0", 1 << 18, True), ("1", 1 << 16, True)]
+)
+def test_small_eager_images_take_the_reference_path(monkeypatch, mode, pixels, fused) -> None:
+    """Eagerly, images under EAGER_MIN_PIXELS go to the reference path (faster for them);
+    compiled, every size is fused. Same numbers either way."""
+    monkeypatch.setattr(fast, "EAGER_MIN_PIXELS", 1 << 18)
+    monkeypatch.setenv("IMGRAD_COMPILE", mode)
+    calls = []
+    real = fast.gradient_magnitude
+    monkeypatch.setattr(fast, "gradient_magnitude", lambda *a: calls.append(1) or real(*a))
+    x = sample((pixels // 256, 256), torch.float32)
+    assert torch.equal(imgrad.gradient_magnitude(x), reference(x, "sobel", 3))
+    assert calls == ([1] if fused else [])
 
 
 def test_input_is_not_modified_and_output_is_fresh() -> None:
