@@ -23,7 +23,6 @@ photographs for ksize 3, 5, 7 and both norms in ``tests/test_canny.py``).
 from __future__ import annotations
 
 import math
-import threading
 import warnings
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -34,6 +33,7 @@ from torch import nn
 
 from ._compile import CompilePolicy, inductor_options, own_code, standalone
 from ._input import check_choice, compute_dtype, prepare, to_tensor
+from ._memory import scratch
 from .engine import correlate, pad, sqrt_rn
 from .gradients import first_derivatives_extended, luminance, orientation
 from .operators import Operator, Stencil, get_operator
@@ -337,24 +337,6 @@ def _replicate(x: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
     return out
 
 
-_SCRATCH = threading.local()
-
-
-def _scratch(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """An uninitialised tensor from a buffer kept per thread, dtype and device between calls.
-
-    The state grid is as large as the image in int32: allocated afresh, its memory would come
-    straight from the OS, a page fault per 4 KiB on first touch (15 ms for the 64 MiB of a 4096²
-    image, half of OpenCV's whole Canny). The largest buffer asked for so far is kept.
-    """
-    numel = math.prod(shape)
-    buffers = _SCRATCH.__dict__.setdefault("buffers", {})
-    buffer = buffers.get((dtype, device))
-    if buffer is None or buffer.numel() < numel:
-        buffer = buffers[(dtype, device)] = torch.empty(numel, dtype=dtype, device=device)
-    return buffer[:numel].view(shape)
-
-
 def _state_grid(
     src: torch.Tensor, plan: _Plan, low: torch.Tensor, high: torch.Tensor
 ) -> torch.Tensor:
@@ -365,7 +347,9 @@ def _state_grid(
     ext = _replicate(src, r + 2, r + 2)
     rows_inside = F.pad(src.new_ones(h, 1, dtype=torch.bool), (0, 0, 2, 2))
     cols_inside = F.pad(src.new_ones(1, w, dtype=torch.bool), (2, 2))
-    grid = _scratch((n, 1, h + 2, w + 2), index_dtype(n * (h + 2) * (w + 2)), src.device)
+    grid = scratch(
+        "canny grid", (n, 1, h + 2, w + 2), index_dtype(n * (h + 2) * (w + 2)), src.device
+    )
     rows = max(1, min(h + 2, STRIP_ELEMENTS // (n * (w + 2))))
     kernel = _kernel(plan, n * h * w)
     bounds = (low.reshape(n, 1, 1, 1), high.reshape(n, 1, 1, 1))

@@ -7,8 +7,8 @@ from typing import Any
 
 import torch
 
-from . import fast
 from ._input import prepare
+from ._memory import empty
 from .engine import correlate
 from .gradients import Gradients
 from .operators import get_operator
@@ -74,7 +74,7 @@ def _uniform(f: torch.Tensor, d: int, h: float, edge_order: int) -> torch.Tensor
     ``/ 2``) run on data still in cache.
     """
     n = f.shape[d]
-    out = fast.empty(tuple(f.shape), f.dtype, f.device)
+    out = empty(tuple(f.shape), f.dtype, f.device)
 
     def s(start: int, stop: int | None = None) -> torch.Tensor:
         stop = n if stop is None else (stop if stop >= 0 else n + stop)

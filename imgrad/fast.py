@@ -49,14 +49,14 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ._compile import CompilePolicy, own_code, standalone
 from ._input import compute_dtype, result_dtype
+from ._memory import empty, scratch
 from .engine import border_index, correlate, sqrt_rn
 from .operators import Operator, Stencil
 
-__all__ = ["POLICY", "Plan", "empty", "gradient_magnitude", "plan_for", "worthwhile"]
+__all__ = ["POLICY", "Plan", "gradient_magnitude", "plan_for", "worthwhile"]
 
 #: Element budget of one eager strip's window (a few hundred KiB: L2-resident on typical CPUs).
 STRIP_ELEMENTS = 1 << 16
@@ -245,19 +245,15 @@ def _take(
     return taken
 
 
-def _extend_last(t: torch.Tensor, r: int, border: str, value: float) -> torch.Tensor:
-    """``t`` extended by ``r`` on both sides of its last axis: one slice copy of the body and
-    gathers of the ``2r`` halo columns only."""
-    n = t.shape[-1]
-    out = t.new_empty(*t.shape[:-1], n + 2 * r)
-    out[..., r : r + n] = t
-    halo = torch.cat([torch.arange(-r, 0), torch.arange(n, n + r)]).to(t.device)
-    index, _ = _sources(n, halo, border)
+def _halo_last(t: torch.Tensor, n: int, r: int, border: str, value: float) -> None:
+    """Fill ``t[..., :r]`` and ``t[..., r + n : 2r + n]`` from the body ``t[..., r : r + n]``
+    by the border rule, in place (gathers of the ``2r`` halo columns only)."""
     if border == "constant":
-        out[..., :r], out[..., r + n :] = value, value
-    else:
-        out[..., :r], out[..., r + n :] = t[..., index[:r]], t[..., index[r:]]
-    return out
+        t[..., :r], t[..., r + n : 2 * r + n] = value, value
+        return
+    halo = torch.cat([torch.arange(-r, 0), torch.arange(n, n + r)]).to(t.device)
+    index = _sources(n, halo, border)[0] + r
+    t[..., :r], t[..., r + n : 2 * r + n] = t[..., index[:r]], t[..., index[r:]]
 
 
 def _valid(plan: Plan, src: torch.Tensor) -> torch.Tensor:
@@ -265,11 +261,13 @@ def _valid(plan: Plan, src: torch.Tensor) -> torch.Tensor:
 
     ``src`` is ``(B, h + 2r, w + 2r)`` and contiguous, the result ``(B, h, w)``. The kernel runs
     on ``src`` flattened; where its rows wrap it writes into the halo of a scratch buffer only.
+    The result is a view of that buffer (:func:`imgrad._memory.scratch`): the next call in this
+    thread overwrites it.
     """
     r = plan.op.radius
     width = src.shape[-1]
     centre = r * width + r
-    result = torch.empty(src.numel(), dtype=plan.store, device=src.device)
+    result = scratch("frame result", (src.numel(),), plan.store, src.device)
     _run(plan, src.reshape(-1, width), result.narrow(0, centre, src.numel() - 2 * centre))
     return result.view(src.shape)[:, r : src.shape[1] - r, r : width - r]
 
@@ -289,58 +287,64 @@ def _interior(plan: Plan, x: torch.Tensor, out: torch.Tensor) -> None:
 def _frame(plan: Plan, x: torch.Tensor, out: torch.Tensor, border: str, value: float) -> None:
     """The outer ``band`` rows and columns of ``out``, from border-extended copies of ``x``.
 
-    The left and right bands are transposed so that, like the top and bottom ones, they are
-    bands of rows (the magnitude is symmetric in ``gy``, ``gx``); all four then go through the
-    kernel in one call, right-padded to a common width.
+    The four bands, each extended all round, are copied into one scratch buffer, row by row:
+    the top and bottom ones as they are, the left and right ones transposed into bands of rows
+    (the magnitude is symmetric in ``gy``, ``gx``), all right-padded with zeros to a common
+    width. Then all four go through the kernel in one call (or one per side when the plan is
+    not symmetric). The buffers are :func:`imgrad._memory.scratch`: fresh memory would cost a
+    page fault per 4 KiB, about as much as the rest of the frame for a batch of small images.
     """
     r = plan.op.radius
     planes, height, width = x.shape
     band = max(r, 2)
-    device = x.device
-
-    def take(t: torch.Tensor, *ranges: tuple[int, int]) -> torch.Tensor:
-        positions = torch.cat([torch.arange(lo, hi, device=device) for lo, hi in ranges])
-        return _take(t, 1, positions, border, value, plan.compute)
-
-    # (P, 2, band + 2r, W + 2r): the top and bottom bands, extended all round
-    rows = take(x, (-r, band + r), (height - band - r, height + r))
-    rows = _extend_last(rows, r, border, value).view(planes, 2, band + 2 * r, width + 2 * r)
-    # (P, 2, band + 2r, H + 2r): the left and right bands, transposed. The outer k columns on
-    # each side hold every source the border rule picks (r < k), so they are transposed first
-    # (slab row j: column j, or width - 2k + j for j >= k), then picked as rows.
+    rows = band + 2 * r  # rows of one extended band
+    common = max(height, width) + 2 * r
+    bands = scratch("frame bands", (2, planes, 2 * rows, common), plan.compute, x.device)
+    # The columns the left and right bands read (all within k of the edge, since r < k) are
+    # transposed into rows first, in two block copies: picking them one by one down a plane
+    # would read a cache line per pixel. Slab row j is column j, or width - 2k + j for j >= k.
     k = band + r
-    slabs = torch.empty(planes, 2 * k, height, dtype=plan.compute, device=device)
-    slabs[:, :k], slabs[:, k:] = x[..., :k].mT, x[..., width - k :].mT
-    positions = torch.cat([torch.arange(-r, k), torch.arange(width - k, width + r)]).to(device)
-    column, outside = _sources(width, positions, border)
-    cols = slabs.index_select(1, torch.where(column < k, column, column - (width - 2 * k)))
-    if border == "constant":
-        cols.masked_fill_(outside.view(-1, 1), value)
-    cols = _extend_last(cols, r, border, value).view(planes, 2, band + 2 * r, height + 2 * r)
+    slab = scratch("frame slab", (planes, 2 * k, height), plan.compute, x.device)
+    slab[:, :k], slab[:, k:] = x[..., :k].mT, x[..., width - k :].mT
+
+    def column(i: int) -> torch.Tensor:
+        return slab[:, i if i < k else i - (width - 2 * k)]
+
+    for side, (n, length, pick) in enumerate(
+        ((height, width, lambda i: x[:, i]), (width, height, column))
+    ):
+        positions = torch.cat([torch.arange(-r, band + r), torch.arange(n - band - r, n + r)])
+        sources, outside = _sources(n, positions, border)
+        target = bands[side]
+        for j, (i, off) in enumerate(zip(sources.tolist(), outside.tolist(), strict=True)):
+            if border == "constant" and off:
+                target[:, j, r : r + length] = value
+            else:
+                target[:, j, r : r + length] = pick(i)  # converts to the compute dtype
+        _halo_last(target, length, r, border, value)
+        target[..., length + 2 * r :] = 0  # padding to the common width; its results are dropped
+
+    def write(result: torch.Tensor, side: int) -> None:  # result (P, 2, band, common - 2r)
+        if side == 0:
+            out[:, :band], out[:, height - band :] = (
+                result[:, 0, :, :width],
+                result[:, 1, :, :width],
+            )
+        else:
+            left, right = result[:, 0, :, :height].mT, result[:, 1, :, :height].mT
+            out[:, :, :band], out[:, :, width - band :] = left, right
+
+    shape = (planes, 2, band, common - 2 * r)
     if plan.transposed() == plan:
-        common = max(height, width) + 2 * r
-        both = [F.pad(t, (0, common - t.shape[-1])).flatten(0, 1) for t in (rows, cols)]
-        result = _valid(plan, torch.cat(both)).unflatten(0, (2, planes, 2))
-        rows_out, cols_out = result[0, ..., :width], result[1, ..., :height]
-    else:
-        rows_out = _valid(plan, rows.flatten(0, 1)).unflatten(0, (planes, 2))
-        cols_out = _valid(plan.transposed(), cols.flatten(0, 1)).unflatten(0, (planes, 2))
-    out[:, :band], out[:, height - band :] = rows_out[:, 0], rows_out[:, 1]
-    out[:, :, :band], out[:, :, width - band :] = cols_out[:, 0].mT, cols_out[:, 1].mT
+        result = _valid(plan, bands.view(-1, rows, common))
+        write(result[: 2 * planes].reshape(shape), 0)
+        write(result[2 * planes :].reshape(shape), 1)
+    else:  # one call per side (each overwrites the scratch result: written out in between)
+        write(_valid(plan, bands[0].view(-1, rows, common)).reshape(shape), 0)
+        write(_valid(plan.transposed(), bands[1].view(-1, rows, common)).reshape(shape), 1)
 
 
 # --------------------------------------------------------------------------- entry points
-
-
-def empty(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """An uninitialised output; on the CPU from numpy, whose large buffers use huge pages.
-
-    Writing a fresh 64 MiB tensor from ``torch.empty`` costs ~16k page faults, more than the
-    whole computation; numpy marks large allocations ``MADV_HUGEPAGE`` (4x faster to fill here).
-    """
-    if device.type == "cpu" and dtype != torch.bfloat16:
-        return torch.from_numpy(np.empty(shape, dtype=torch.empty(0, dtype=dtype).numpy().dtype))
-    return torch.empty(shape, dtype=dtype, device=device)
 
 
 def plan_for(

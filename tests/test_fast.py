@@ -153,6 +153,19 @@ def test_compiled_normalized_spacing_and_numpy() -> None:
     assert_matches(got, reference(x, "scharr", 3, **options))
 
 
+@pytest.mark.usefixtures("eager")
+@pytest.mark.parametrize("border", BORDERS)
+def test_eager_unequal_spacings_every_border(border: str) -> None:
+    """Unequal spacings: each side of the frame goes through the kernel on its own (the scratch
+    result is written out in between); narrow planes make the two column slabs overlap."""
+    options = {"normalized": True, "spacing": (1.0, 2.5), "border": border, "border_value": 1.5}
+    for ksize, shape in ((3, (3, 9, 31)), (7, (2, 40, 8))):
+        x = sample(shape, torch.float32)
+        assert_matches(
+            fast_magnitude(x, "sobel", ksize, **options), reference(x, "sobel", ksize, **options)
+        )
+
+
 def test_nan_and_inf_as_the_reference() -> None:
     """NaN and inf inputs give the reference's values: a NaN reaches the 8 pixels whose stencil
     has a non-zero tap on it (not its own: the centre taps of a first derivative are 0)."""
