@@ -228,23 +228,6 @@ def _sources(n: int, positions: torch.Tensor, border: str) -> tuple[torch.Tensor
     return border_index(n, halo, halo, border, positions.device)[positions + halo], outside
 
 
-def _take(
-    x: torch.Tensor,
-    dim: int,
-    positions: torch.Tensor,
-    border: str,
-    value: float,
-    dtype: torch.dtype,
-) -> torch.Tensor:
-    """``x`` at ``positions`` along ``dim`` (not the last: ``index_select`` is slow there), which
-    may lie outside it (border rule), in ``dtype``. Picked first, converted after."""
-    index, outside = _sources(x.shape[dim], positions, border)
-    taken = x.index_select(dim, index).to(dtype)
-    if border == "constant":
-        taken.masked_fill_(outside.view([-1] + [1] * (x.dim() - 1 - dim)), value)
-    return taken
-
-
 def _halo_last(t: torch.Tensor, n: int, r: int, border: str, value: float) -> None:
     """Fill ``t[..., :r]`` and ``t[..., r + n : 2r + n]`` from the body ``t[..., r : r + n]``
     by the border rule, in place (gathers of the ``2r`` halo columns only)."""
