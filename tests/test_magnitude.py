@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import math
 
 import numpy as np
@@ -97,10 +98,14 @@ def test_gradient_magnitude_is_magnitude_of_gradient(device):
     check_contract(imgrad.gradient_magnitude, u8)
 
 
-def test_l2_square_root_is_correctly_rounded_in_every_path():
+@pytest.mark.parametrize("compiled", ["0", "1"])
+def test_l2_square_root_is_correctly_rounded_in_every_path(monkeypatch, compiled):
     """float32 L2 magnitudes are IEEE sqrtf of gy² + gx² (numpy's correctly rounded square root),
-    not eager torch.sqrt's (1 ulp off for many inputs): the function, the fast path and the
-    reference path agree with numpy bit for bit."""
+    not eager torch.sqrt's (1 ulp off for many inputs): the function, the fast path (eager and
+    compiled) and the reference path agree with numpy bit for bit."""
+    fast = importlib.import_module("imgrad.fast")
+    monkeypatch.setattr(fast, "EAGER_MIN_PIXELS", 0)  # the small image takes the fast path
+    monkeypatch.setenv("IMGRAD_COMPILE", compiled)
     rng = np.random.default_rng(0)
     gy, gx = (rng.normal(0, 300, (256, 256)).astype(np.float32) for _ in "yx")
     want = np.sqrt(gy * gy + gx * gx)
