@@ -43,6 +43,7 @@ starting with ".") are not scanned. Rules:
 from __future__ import annotations
 
 import fnmatch
+import functools
 import math
 import os
 import time
@@ -255,31 +256,8 @@ class Recipe:
 
     def full_scale(self, dtype: np.dtype) -> float:
         """The largest result any input of ``dtype`` can produce (what the fixed mapping maps to
-        the top of the output range)."""
-        peak = _peak(dtype)
-        if self.result == "orientation":
-            return 2 * math.pi
-        if self.operator == "laplacian":
-            op = get_operator("sobel", self.ksize)
-            assert op.second is not None
-            kernel = _kernel(op.second, op.smoothing) + _kernel(op.smoothing, op.second)
-            if self.normalized:
-                kernel /= op.second.moment(2) * op.smoothing.moment(0)
-            return peak * max(kernel[kernel > 0].sum(), -kernel[kernel < 0].sum())
-        op = get_operator(self.operator, self.ksize)
-        kx, ky = _kernel(op.smoothing, op.derivative), _kernel(op.derivative, op.smoothing)
-        if self.normalized:
-            gain = op.derivative.moment(1) * op.smoothing.moment(0)
-            kx, ky = kx / gain, ky / gain
-        if self.result in ("gx", "gy"):
-            return peak * kx[kx > 0].sum()
-        # The largest sqrt(gx² + gy²): an image that is `peak` where the kernel's response to
-        # some direction u is positive, 0 elsewhere. Each sampled u proposes such an image.
-        angles = np.linspace(0, 2 * np.pi, 3600, endpoint=False)
-        directions = np.stack([np.cos(angles), np.sin(angles)], axis=1)
-        taps = np.stack([kx.ravel(), ky.ravel()], axis=1)
-        responses = ((directions @ taps.T) > 0) @ taps
-        return peak * float(np.hypot(responses[:, 0], responses[:, 1]).max())
+        the top of the output range); computed once per recipe and dtype."""
+        return _full_scale(self, np.dtype(dtype))
 
     def fixed_scale(self, dtype: np.dtype, bits: int) -> float:
         """Output units per unit of the result for the fixed mapping: ``scale`` if given, else
@@ -435,6 +413,36 @@ class Recipe:
             for mi, ai in zip(m.cpu(), angles.cpu(), strict=True)
         ]
         return pictures if bits == 8 else [p.astype(np.uint16) * 257 for p in pictures]
+
+
+@functools.lru_cache(maxsize=256)
+def _full_scale(recipe: Recipe, dtype: np.dtype) -> float:
+    """:meth:`Recipe.full_scale`, cached: a search over 3600 directions, 0.2 ms, once per file
+    otherwise."""
+    peak = _peak(dtype)
+    if recipe.result == "orientation":
+        return 2 * math.pi
+    if recipe.operator == "laplacian":
+        op = get_operator("sobel", recipe.ksize)
+        assert op.second is not None
+        kernel = _kernel(op.second, op.smoothing) + _kernel(op.smoothing, op.second)
+        if recipe.normalized:
+            kernel /= op.second.moment(2) * op.smoothing.moment(0)
+        return peak * max(kernel[kernel > 0].sum(), -kernel[kernel < 0].sum())
+    op = get_operator(recipe.operator, recipe.ksize)
+    kx, ky = _kernel(op.smoothing, op.derivative), _kernel(op.derivative, op.smoothing)
+    if recipe.normalized:
+        gain = op.derivative.moment(1) * op.smoothing.moment(0)
+        kx, ky = kx / gain, ky / gain
+    if recipe.result in ("gx", "gy"):
+        return peak * kx[kx > 0].sum()
+    # The largest sqrt(gx² + gy²): an image that is `peak` where the kernel's response to
+    # some direction u is positive, 0 elsewhere. Each sampled u proposes such an image.
+    angles = np.linspace(0, 2 * np.pi, 3600, endpoint=False)
+    directions = np.stack([np.cos(angles), np.sin(angles)], axis=1)
+    taps = np.stack([kx.ravel(), ky.ravel()], axis=1)
+    responses = ((directions @ taps.T) > 0) @ taps
+    return peak * float(np.hypot(responses[:, 0], responses[:, 1]).max())
 
 
 def _peak(dtype: np.dtype) -> float:

@@ -688,8 +688,8 @@ def to_image_values(
     values = np.where(np.isnan(values), 0.0, values)
     top = 2**bits - 1
     mid = 2 ** (bits - 1) if signed else 0
-    finite = values[np.isfinite(values)]
     if mode == "stretch":
+        finite = values[np.isfinite(values)]
         if signed:
             m = max_value if max_value is not None else float(np.abs(finite).max(initial=0.0))
             scale, offset = ((mid - 1) / m if m > 0 else 0.0), 0.0
