@@ -234,8 +234,8 @@ directories = compose(
     click.option(
         "--overwrite",
         is_flag=True,
-        help="Directories: recompute every output, even those newer than their input (a "
-        "single OUTPUT file is always written).",
+        help="Directories: recompute every output, even those newer than their input and made "
+        "with the same options (a single OUTPUT file is always written).",
     ),
     click.option(
         "-j",

@@ -28,8 +28,10 @@ Directories
 input's relative path and stem with the format's extension. Hidden files and directories (names
 starting with ".") are not scanned. Rules:
 
-- Resume: an input is skipped when its output exists and was modified strictly later than the
-  input (mtime). Change the options, or pass ``overwrite=True``, to compute it again.
+- Resume: an input is skipped when its output exists, was modified strictly later than the
+  input (mtime), and was made with the current options: the output directory records the
+  options of its last run in ``.imgrad-options.json``, and a run with other options makes every
+  older output stale (also after that run is interrupted). ``overwrite=True`` recomputes all.
 - Outputs are written atomically (temporary file + rename, see :func:`imgrad.io.write_image`):
   an interrupted run leaves only complete images. Temporary files that a killed process could not
   remove are deleted by the next run into the same output directory.
@@ -44,6 +46,7 @@ from __future__ import annotations
 
 import fnmatch
 import functools
+import json
 import math
 import os
 import time
@@ -646,22 +649,17 @@ def plan_tree(
     patterns: Sequence[str] = (),
     recursive: bool = True,
     overwrite: bool = False,
+    since_ns: int = 0,
 ) -> Plan:
     """List the work of mirroring ``input_dir`` into ``output_dir``; nothing is written.
+
+    An existing output is up to date (skipped) if it was modified after its input and not before
+    ``since_ns`` (the time the current options took effect there, see :func:`options_since`).
 
     Raises ``ValueError`` if ``input_dir`` is not a directory, ``output_dir`` is a file, or the
     output directory is the input directory or inside it.
     """
-    source_root, dest_root = Path(input_dir), Path(output_dir)
-    if not source_root.is_dir():
-        raise ValueError(f"input '{source_root}' is not a directory")
-    if dest_root.exists() and not dest_root.is_dir():
-        raise ValueError(f"output '{dest_root}' exists and is not a directory")
-    if is_inside(dest_root.resolve(), source_root.resolve()):
-        raise ValueError(
-            f"output directory '{dest_root}' is inside the input directory '{source_root}'; "
-            f"choose one outside it (its outputs would be read back as inputs)"
-        )
+    source_root, dest_root = check_roots(input_dir, output_dir)
     relatives = _scan(source_root, patterns, recursive)
     sources = {(source_root / r).resolve() for r in relatives}
     plan = Plan()
@@ -676,18 +674,61 @@ def plan_tree(
         owner[dest] = source
         if dest.resolve() in sources:
             plan.failures.append(Failure(str(source), f"its output '{dest}' is an input"))
-        elif not overwrite and _up_to_date(source, dest):
+        elif not overwrite and _up_to_date(source, dest, since_ns):
             plan.skipped.append(Task(source, dest))
         else:
             plan.tasks.append(Task(source, dest))
     return plan
 
 
-def _up_to_date(source: Path, dest: Path) -> bool:
+def check_roots(
+    input_dir: str | os.PathLike[str], output_dir: str | os.PathLike[str]
+) -> tuple[Path, Path]:
+    """``(input, output)`` as paths, or ``ValueError`` if the input is not a directory, the
+    output is a file, or the output directory is the input directory or inside it."""
+    source_root, dest_root = Path(input_dir), Path(output_dir)
+    if not source_root.is_dir():
+        raise ValueError(f"input '{source_root}' is not a directory")
+    if dest_root.exists() and not dest_root.is_dir():
+        raise ValueError(f"output '{dest_root}' exists and is not a directory")
+    if is_inside(dest_root.resolve(), source_root.resolve()):
+        raise ValueError(
+            f"output directory '{dest_root}' is inside the input directory '{source_root}'; "
+            f"choose one outside it (its outputs would be read back as inputs)"
+        )
+    return source_root, dest_root
+
+
+def _up_to_date(source: Path, dest: Path, since_ns: int) -> bool:
     try:
-        return dest.stat().st_mtime_ns > source.stat().st_mtime_ns
+        written = dest.stat().st_mtime_ns
+        return written > source.stat().st_mtime_ns and written >= since_ns
     except OSError:
         return False
+
+
+#: Hidden file in an output directory recording the options its outputs were made with.
+OPTIONS_FILE = ".imgrad-options.json"
+
+
+def options_since(root: Path, options: dict[str, Any]) -> int:
+    """When ``options`` took effect in the output directory ``root``, as a file time (ns).
+
+    ``root/.imgrad-options.json`` holds the options of the last run into ``root``; its
+    modification time is when they took effect. Different options (or no record) rewrite it,
+    which makes every older output stale: after a change of options a resumed run recomputes
+    what the earlier options made, even if the run that changed them was interrupted.
+    """
+    record = root / OPTIONS_FILE
+    text = json.dumps(options, sort_keys=True, indent=1, default=str) + "\n"
+    try:
+        if record.read_text() == text:
+            return record.stat().st_mtime_ns
+    except (OSError, UnicodeDecodeError):
+        pass
+    with image_io.atomic_file(record) as stream:
+        stream.write(text.encode())
+    return record.stat().st_mtime_ns
 
 
 def remove_temporary(root: Path) -> int:
@@ -739,6 +780,7 @@ def process_tree(
         patterns=patterns,
         recursive=recursive,
         overwrite=overwrite,
+        alpha=alpha,
         on_progress=on_progress,
         on_failure=on_failure,
     )
@@ -773,11 +815,13 @@ class TreeRun:
         patterns: Sequence[str],
         recursive: bool,
         overwrite: bool,
+        alpha: str,
         on_progress: Callable[[Progress], None] | None,
         on_failure: Callable[[Failure], None] | None,
     ) -> TreeRun:
-        """Check the arguments, plan the tree, make the output root, clear stale temporaries
-        and report the files the plan already refused."""
+        """Check the arguments, make the output root, record the options there (outputs made
+        with other options are then not up to date, :func:`options_since`), clear stale
+        temporaries, plan the tree and report the files the plan already refused."""
         if format not in FORMAT_EXTENSIONS:
             raise ValueError(
                 f"format must be one of {', '.join(FORMAT_EXTENSIONS)}; got {format!r}"
@@ -785,6 +829,12 @@ class TreeRun:
         extension = FORMAT_EXTENSIONS[format]
         recipe.check_extension(extension)
         started = time.perf_counter()
+        _, root = check_roots(input_dir, output_dir)
+        root.mkdir(parents=True, exist_ok=True)
+        # the device does not change the numbers; everything else that shapes an output does
+        options = {**asdict(recipe), "format": format, "alpha": alpha}
+        del options["device"]
+        since_ns = options_since(root, options)
         plan = plan_tree(
             input_dir,
             output_dir,
@@ -792,10 +842,9 @@ class TreeRun:
             patterns=patterns,
             recursive=recursive,
             overwrite=overwrite,
+            since_ns=since_ns,
         )
         summary = Summary(str(input_dir), str(output_dir), skipped=len(plan.skipped))
-        root = Path(output_dir)
-        root.mkdir(parents=True, exist_ok=True)
         summary.removed_temporary = remove_temporary(root)
         run = cls(plan, summary, extension, root, started, on_progress, on_failure)
         for failure in plan.failures:

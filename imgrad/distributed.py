@@ -253,6 +253,7 @@ def process_tree(
         patterns=patterns,
         recursive=recursive,
         overwrite=overwrite,
+        alpha=alpha,
         on_progress=on_progress,
         on_failure=on_failure,
     )

@@ -77,6 +77,7 @@ __all__ = [
     "SUPPORTED_OUTPUT_EXTENSIONS",
     "ImageReadError",
     "ImageTooLargeError",
+    "atomic_file",
     "orientation_picture",
     "read_image",
     "to_image_values",
@@ -498,7 +499,7 @@ def write_image(
         raise ValueError(f"'{path}' has no extension to tell the format; use one of {supported}")
     fmt = _format_of(format if format is not None else path.suffix, what="extension")
     _check_writable(array, fmt)
-    with _atomic_file(path) as stream:
+    with atomic_file(path) as stream:
         _encode(stream, array, fmt)
 
 
@@ -594,7 +595,7 @@ def _write_tiff16_rgb(stream: IO[bytes], hwc: np.ndarray) -> None:
 
 
 @contextmanager
-def _atomic_file(path: Path) -> Iterator[IO[bytes]]:
+def atomic_file(path: Path) -> Iterator[IO[bytes]]:
     """Yield a temporary file beside ``path``; on success fsync it and rename it onto ``path``."""
     while True:
         tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}{_TMP_MARKER}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from pathlib import Path
@@ -358,7 +359,7 @@ def test_failed_write_leaves_no_partial_file(tmp_path: Path, monkeypatch) -> Non
     assert all("No space left on device" in f.reason for f in summary.failures)
     assert all("cannot write" in f.reason for f in summary.failures)
     written = sorted(p.name for p in (tmp_path / "out").rglob("*") if p.is_file())
-    assert written == ["img1.png", "img3.png"]  # the grey ones, complete
+    assert written == [".imgrad-options.json", "img1.png", "img3.png"]  # the grey ones, complete
     assert leftovers(tmp_path) == []
     monkeypatch.setattr(imgrad_io, "_encode", encode)
     again = process_tree(source, tmp_path / "out", Recipe(color="channels"))
@@ -390,6 +391,40 @@ def test_interrupt_keeps_finished_outputs_only(tmp_path: Path, monkeypatch) -> N
     monkeypatch.setattr(Recipe, "apply", apply)
     rest = process_tree(source, tmp_path / "out", Recipe())
     assert (rest.processed, rest.skipped) == (6 - summary.processed, summary.processed)
+
+
+def test_changed_options_make_earlier_outputs_stale(tmp_path: Path, monkeypatch) -> None:
+    """Resume skips only outputs made with the current options; after a change of options,
+    even an interrupted run leaves the outputs of the earlier options to be recomputed."""
+    source, out = tmp_path / "in", tmp_path / "out"
+    make_tree(source, count=6)
+    assert process_tree(source, out, Recipe()).processed == 6
+    assert process_tree(source, out, Recipe()).skipped == 6
+    record = json.loads((out / ".imgrad-options.json").read_text())
+    assert record["scale"] is None and record["format"] == "png" and "device" not in record
+    before = imgrad_io.read_image(out / "img0.png")
+    brighter = Recipe(scale=1.0)
+    changed = process_tree(source, out, brighter)
+    assert (changed.processed, changed.skipped) == (6, 0)
+    assert not np.array_equal(imgrad_io.read_image(out / "img0.png"), before)
+    assert process_tree(source, out, brighter, overwrite=True).processed == 6
+    # back to the first options, interrupted after a few images: the rest stay stale
+    apply = Recipe.apply
+    calls = []
+
+    def interrupted(self, images, extension=".png"):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return apply(self, images, extension)
+
+    monkeypatch.setattr(Recipe, "apply", interrupted)
+    cut = process_tree(source, out, Recipe(), batch_size=1, workers=1)
+    assert cut.interrupted and 1 <= cut.processed <= 2
+    monkeypatch.setattr(Recipe, "apply", apply)
+    rest = process_tree(source, out, Recipe())
+    assert (rest.processed, rest.skipped) == (6 - cut.processed, cut.processed)
+    assert np.array_equal(imgrad_io.read_image(out / "img0.png"), before)
 
 
 def test_stale_temporary_files_are_removed(tmp_path: Path) -> None:

@@ -419,7 +419,7 @@ def test_directory_run_with_bad_files(tmp_path: Path) -> None:
     written = sorted(
         p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*.*")
     )
-    assert written == ["a.png", "b.png", "sub/c.png", "sub/d.png"]
+    assert written == [".imgrad-options.json", "a.png", "b.png", "sub/c.png", "sub/d.png"]
     again = run(["sobel", tmp_path / "in", tmp_path / "out", "--quiet"], code=1)
     assert "processed" not in again.stderr and "Error:" in again.stderr  # errors still shown
 
@@ -448,7 +448,8 @@ def test_directory_filters_and_formats(tmp_path: Path) -> None:
     run(["sobel", tmp_path / "in", tmp_path / "jpg", "--glob", "*.JPG", "-q"])
     assert [p.name for p in (tmp_path / "jpg").rglob("*.png")] == ["d.png"]
     run(["sobel", tmp_path / "in", tmp_path / "flat", "--no-recursive", "--glob", "[ab].png"])
-    assert sorted(p.name for p in (tmp_path / "flat").rglob("*")) == ["a.png", "b.png"]
+    flat = sorted(p.name for p in (tmp_path / "flat").rglob("*"))
+    assert flat == [".imgrad-options.json", "a.png", "b.png"]
     run(["sobel", tmp_path / "in", tmp_path / "raw", "--mapping", "raw", "--glob", "a.png"])
     assert read(tmp_path / "raw" / "a.tif").dtype == np.float32  # raw defaults to TIFF
     run(["sobel", tmp_path / "in", tmp_path / "npy", "--format", "npy", "--glob", "a.png"])
@@ -760,7 +761,7 @@ def test_dask_scheduler_address_is_honoured(
     local = run(["sobel", source, tmp_path / "local", "--scheduler-address", "threads"], code=1)
     monkeypatch.setenv(imgrad_distributed.SCHEDULER_ENV, cluster)
     remote = run(["sobel", source, tmp_path / "remote"], code=1)
-    assert same_tree(tmp_path / "local", tmp_path / "remote") == 4
+    assert same_tree(tmp_path / "local", tmp_path / "remote") == 5  # 4 images, the options
     for result in (local, remote):
         assert "Error: cannot read" in result.stderr and "broken.png" in result.stderr
         assert "5/5 [" in result.stderr
@@ -802,7 +803,7 @@ def test_console_script_local_cluster_directory(tmp_path: Path) -> None:
     assert (summary["processed"], summary["failed"]) == (4, 1)
     assert b"4 processed, 0 skipped (up to date), 1 failed" in done.stderr
     assert b"Traceback" not in done.stderr
-    assert same_tree(tmp_path / "threads", tmp_path / "dask") == 4
+    assert same_tree(tmp_path / "threads", tmp_path / "dask") == 5  # 4 images, the options
 
 
 def test_missing_extra_exits_1_with_the_install_command(
