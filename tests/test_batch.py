@@ -6,6 +6,7 @@ import json
 import math
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -366,10 +367,9 @@ def test_failed_write_leaves_no_partial_file(tmp_path: Path, monkeypatch) -> Non
     assert (again.processed, again.skipped) == (2, 2)  # the next run finishes the job
 
 
-def test_interrupt_keeps_finished_outputs_only(tmp_path: Path, monkeypatch) -> None:
-    """Ctrl-C during the run: the summary says interrupted, only complete files exist."""
-    source = tmp_path / "in"
-    make_tree(source, count=6)
+def interrupt_third_batch(monkeypatch) -> Any:
+    """Make the third ``Recipe.apply`` call raise KeyboardInterrupt (Ctrl-C mid-run); return the
+    real ``apply`` to put back."""
     apply = Recipe.apply
     calls = []
 
@@ -380,6 +380,14 @@ def test_interrupt_keeps_finished_outputs_only(tmp_path: Path, monkeypatch) -> N
         return apply(self, images, extension)
 
     monkeypatch.setattr(Recipe, "apply", interrupted)
+    return apply
+
+
+def test_interrupt_keeps_finished_outputs_only(tmp_path: Path, monkeypatch) -> None:
+    """Ctrl-C during the run: the summary says interrupted, only complete files exist."""
+    source = tmp_path / "in"
+    make_tree(source, count=6)
+    apply = interrupt_third_batch(monkeypatch)
     summary = process_tree(source, tmp_path / "out", Recipe(), batch_size=1, workers=1)
     # two images were computed; the second write may have been dropped before it started
     assert summary.interrupted and 1 <= summary.processed <= 2 and summary.failed == 0
@@ -409,16 +417,7 @@ def test_changed_options_make_earlier_outputs_stale(tmp_path: Path, monkeypatch)
     assert not np.array_equal(imgrad_io.read_image(out / "img0.png"), before)
     assert process_tree(source, out, brighter, overwrite=True).processed == 6
     # back to the first options, interrupted after a few images: the rest stay stale
-    apply = Recipe.apply
-    calls = []
-
-    def interrupted(self, images, extension=".png"):
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return apply(self, images, extension)
-
-    monkeypatch.setattr(Recipe, "apply", interrupted)
+    apply = interrupt_third_batch(monkeypatch)
     cut = process_tree(source, out, Recipe(), batch_size=1, workers=1)
     assert cut.interrupted and 1 <= cut.processed <= 2
     monkeypatch.setattr(Recipe, "apply", apply)
