@@ -545,6 +545,9 @@ def _summary_line(summary: Any) -> str:
     text = f"imgrad: {', '.join(parts)} in {duration(summary.seconds)}"
     if summary.removed_temporary:
         text += f"; removed {summary.removed_temporary} temporary file(s) of an interrupted run"
+    if summary.options_changed:
+        text += "\nimgrad: the options differ from the last run into this directory: its earlier "
+        text += "outputs were not up to date"
     if summary.interrupted:
         text += "\nimgrad: interrupted; run the same command again to finish the rest"
     return text

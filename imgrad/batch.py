@@ -600,6 +600,8 @@ class Summary:
     seconds: float = 0.0
     interrupted: bool = False
     removed_temporary: int = 0
+    #: The output directory held outputs of other options, which were recomputed.
+    options_changed: bool = False
 
     @property
     def failed(self) -> int:
@@ -711,8 +713,9 @@ def _up_to_date(source: Path, dest: Path, since_ns: int) -> bool:
 OPTIONS_FILE = ".imgrad-options.json"
 
 
-def options_since(root: Path, options: dict[str, Any]) -> int:
-    """When ``options`` took effect in the output directory ``root``, as a file time (ns).
+def options_since(root: Path, options: dict[str, Any]) -> tuple[int, bool]:
+    """When ``options`` took effect in the output directory ``root``, as a file time (ns), and
+    whether they replaced different ones recorded there.
 
     ``root/.imgrad-options.json`` holds the options of the last run into ``root``; its
     modification time is when they took effect. Different options (or no record) rewrite it,
@@ -722,13 +725,14 @@ def options_since(root: Path, options: dict[str, Any]) -> int:
     record = root / OPTIONS_FILE
     text = json.dumps(options, sort_keys=True, indent=1, default=str) + "\n"
     try:
-        if record.read_text() == text:
-            return record.stat().st_mtime_ns
+        previous: str | None = record.read_text()
     except (OSError, UnicodeDecodeError):
-        pass
+        previous = None
+    if previous == text:
+        return record.stat().st_mtime_ns, False
     with image_io.atomic_file(record) as stream:
         stream.write(text.encode())
-    return record.stat().st_mtime_ns
+    return record.stat().st_mtime_ns, previous is not None
 
 
 def remove_temporary(root: Path) -> int:
@@ -834,7 +838,7 @@ class TreeRun:
         # the device does not change the numbers; everything else that shapes an output does
         options = {**asdict(recipe), "format": format, "alpha": alpha}
         del options["device"]
-        since_ns = options_since(root, options)
+        since_ns, changed = options_since(root, options)
         plan = plan_tree(
             input_dir,
             output_dir,
@@ -845,6 +849,7 @@ class TreeRun:
             since_ns=since_ns,
         )
         summary = Summary(str(input_dir), str(output_dir), skipped=len(plan.skipped))
+        summary.options_changed = changed
         summary.removed_temporary = remove_temporary(root)
         run = cls(plan, summary, extension, root, started, on_progress, on_failure)
         for failure in plan.failures:

@@ -407,13 +407,14 @@ def test_changed_options_make_earlier_outputs_stale(tmp_path: Path, monkeypatch)
     source, out = tmp_path / "in", tmp_path / "out"
     make_tree(source, count=6)
     assert process_tree(source, out, Recipe()).processed == 6
-    assert process_tree(source, out, Recipe()).skipped == 6
+    again = process_tree(source, out, Recipe())
+    assert again.skipped == 6 and not again.options_changed
     record = json.loads((out / ".imgrad-options.json").read_text())
     assert record["scale"] is None and record["format"] == "png" and "device" not in record
     before = imgrad_io.read_image(out / "img0.png")
     brighter = Recipe(scale=1.0)
     changed = process_tree(source, out, brighter)
-    assert (changed.processed, changed.skipped) == (6, 0)
+    assert (changed.processed, changed.skipped, changed.options_changed) == (6, 0, True)
     assert not np.array_equal(imgrad_io.read_image(out / "img0.png"), before)
     assert process_tree(source, out, brighter, overwrite=True).processed == 6
     # back to the first options, interrupted after a few images: the rest stay stale

@@ -443,6 +443,19 @@ def test_directory_json_summary_and_resume(tmp_path: Path) -> None:
     assert (forced["processed"], forced["skipped"]) == (4, 0)
 
 
+def test_directory_resume_notices_changed_options(tmp_path: Path) -> None:
+    """Same options: all skipped; other options: all recomputed, and the summary says why."""
+    make_tree(tmp_path / "in")
+    args = ["sobel", tmp_path / "in", tmp_path / "out", "--glob", "[ab].png"]
+    run(args)
+    same = run(args)
+    assert "0 processed, 2 skipped (up to date)" in same.stderr
+    assert "options differ" not in same.stderr
+    other = run([*args, "--scale", "1"])
+    assert "2 processed, 0 skipped (up to date)" in other.stderr
+    assert "the options differ from the last run into this directory" in other.stderr
+
+
 def test_directory_filters_and_formats(tmp_path: Path) -> None:
     make_tree(tmp_path / "in")
     run(["sobel", tmp_path / "in", tmp_path / "jpg", "--glob", "*.JPG", "-q"])
