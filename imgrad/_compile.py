@@ -37,8 +37,8 @@ class CompilePolicy:
         self.eager_pixels = 0
         self.failed = False
 
-    def wants(self, pixels: int) -> bool:
-        """Whether a call over ``pixels`` pixels should run compiled (counting eager work)."""
+    def compiles(self) -> bool:
+        """Whether calls run compiled now (nothing is counted)."""
         if self.failed or torch.compiler.is_compiling():
             return False
         mode = os.environ.get("IMGRAD_COMPILE") or "auto"  # unset or empty: auto
@@ -46,7 +46,11 @@ class CompilePolicy:
             raise ValueError(f"IMGRAD_COMPILE must be one of {', '.join(MODES)}; got {mode!r}")
         if mode != "auto":
             return mode == "1"
-        if self.eager_pixels >= AUTO_AFTER_PIXELS:
+        return self.eager_pixels >= AUTO_AFTER_PIXELS
+
+    def wants(self, pixels: int) -> bool:
+        """Whether a call over ``pixels`` pixels should run compiled (counting eager work)."""
+        if self.compiles():
             return True
         self.eager_pixels += pixels
         return False

@@ -166,6 +166,30 @@ def test_eager_unequal_spacings_every_border(border: str) -> None:
         )
 
 
+@pytest.mark.parametrize(
+    ("operator", "ksize", "border", "dtype", "norm"),
+    [("sobel", 3, "reflect101", torch.float32, "l2"), ("scharr", 3, "constant", torch.uint8, "l1")],
+)
+def test_one_graph_kernel_equals_the_reference(operator, ksize, border, dtype, norm) -> None:
+    """The GPU's one-graph kernel (compiled here for the CPU, where it is not the default) gives
+    the reference's bits."""
+    x = sample((2, 21, 30), dtype)
+    plan = fast.plan_for(x, imgrad.gradients.get_operator(operator, ksize), norm, None)
+    want = reference(x, operator, ksize, norm, border=border, border_value=1.5)
+    assert_matches(fast._whole(plan, border, 1.5, x).reshape(want.shape), want)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_compiled_one_graph_equals_the_reference(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a GPU, compiled, the magnitude is one graph (fast._whole): the reference's bits."""
+    monkeypatch.setenv("IMGRAD_COMPILE", "1")
+    cases = ((torch.float32, {}), (torch.uint8, {"border": "constant", "norm": "l1"}))
+    for dtype, options in cases:
+        x = (torch.rand(3, 1, 67, 45, device="cuda") * 200).to(dtype)
+        want = reference(x, "sobel", 3, **options)
+        assert_matches(imgrad.gradient_magnitude(x, **options), want)
+
+
 def test_nan_and_inf_as_the_reference() -> None:
     """NaN and inf inputs give the reference's values: a NaN reaches the 8 pixels whose stencil
     has a non-zero tap on it (not its own: the centre taps of a first derivative are 0)."""
