@@ -38,10 +38,10 @@ and, while kernels run eagerly, only for images of :data:`EAGER_MIN_PIXELS` pixe
 everything else goes to the reference path.
 
 On a GPU the split into interior and frame does not pay: compiled, the reference computation
-runs as one graph instead (:func:`_whole`: 0.91 ms for 8 x 4096² float32 on an H100, 41% of a
-device copy's bandwidth, against 3.9 ms split); eagerly, and for half precision, a GPU takes
-the reference path (12 ms there; the eager split path launched thousands of small kernels:
-500 ms).
+runs as one graph instead (:func:`_whole`: 0.91-1.15 ms for 8 x 4096² float32 on an H100,
+34-41% of a device copy's bandwidth, against 3.9 ms split); eagerly, and for half precision,
+a GPU takes the reference path (12 ms there; the eager split path launched thousands of small
+kernels: 500 ms).
 """
 
 from __future__ import annotations
