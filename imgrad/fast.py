@@ -397,7 +397,7 @@ def _whole(plan: Plan, border: str, value: float, x: torch.Tensor) -> torch.Tens
 
     On a GPU the interior/frame split costs more in launches and host work than it saves (the
     frame's few hundred small copies took 2.7 ms of 3.9 at 8 x 4096² on an H100); one graph
-    needs none of it: 1.0 ms there. ``emulate_precision_casts`` also turns off Triton's fused
+    needs none of it: about 1 ms there. ``emulate_precision_casts`` also turns off Triton's fused
     multiply-adds, so the bits stay the reference's. Sizes are static: each new batch shape
     compiles once (seconds), because the same graph with symbolic sizes ran 7x slower.
     """
@@ -430,9 +430,7 @@ def gradient_magnitude(image: Any, plan: Plan, border: str, value: float) -> Any
     shape = t.shape
     x = t.reshape(-1, *shape[-2:]).contiguous()
     out = None
-    # half precision keeps the split path: its rounding of gy, gx did not survive one graph
-    # on the GPU (checked on an H100; float32, float64 and integers give the reference's bits)
-    if x.device.type != "cpu" and plan.out == plan.compute and POLICY.compiles():
+    if x.device.type != "cpu" and POLICY.compiles():  # half precision never gets here (plan_for)
         try:
             out = _whole(plan, border, value, x)
         except Exception as error:  # noqa: BLE001 - any compiler failure means: run eagerly
