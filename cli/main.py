@@ -14,6 +14,7 @@ Exit codes: 0 done; 1 a file could not be read, computed or written; 2 bad argum
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import os
 import signal
@@ -280,6 +281,23 @@ def _check_only(ctx: click.Context, names: tuple[str, ...], where: str) -> None:
             raise click.BadParameter(f"applies to {where} only", param_hint=flag)
 
 
+def _import_library() -> tuple[Any, Any, Any]:
+    """``torch`` and imgrad's ``batch`` and ``distributed``: the first heavy imports (everything
+    before them answers without). The garbage collector is off while they run and then leaves
+    their objects alone (``gc.freeze``): importing torch makes some 250 000 objects and little
+    garbage; collecting them costs a quarter of the import and, later, a tenth of a directory
+    run of small images."""
+    gc.disable()
+    try:
+        import torch
+
+        from imgrad import batch, distributed
+    finally:
+        gc.enable()
+    gc.freeze()
+    return torch, batch, distributed
+
+
 def _run(ctx: click.Context, operator: str, params: dict[str, Any]) -> None:
     source: Path = params.pop("input")
     output: Path = params["output"]
@@ -316,9 +334,7 @@ def _run(ctx: click.Context, operator: str, params: dict[str, Any]) -> None:
     samples = params.get("scale") is not None or params["bits"] is not None
     mapping = params.pop("mapping", None) or ("raw" if raw and not samples else "fixed")
 
-    import torch  # the first heavy import: everything above answers without it
-
-    from imgrad import batch, distributed
+    torch, batch, distributed = _import_library()
 
     device = params.pop("device")
     if device == "auto":

@@ -685,10 +685,13 @@ def to_image_values(
         raise ValueError("scale applies to mode='fixed' only; use max_value with 'stretch'")
     if max_value is not None and not max_value > 0:
         raise ValueError(f"max_value must be positive, got {max_value!r}")
-    values = _to_float64(x)
-    values = np.where(np.isnan(values), 0.0, values)
     top = 2**bits - 1
     mid = 2 ** (bits - 1) if signed else 0
+    if mode == "fixed":
+        assert scale is not None
+        return _fixed_samples(x, scale, mid, top)
+    values = _to_float64(x)
+    values = np.where(np.isnan(values), 0.0, values)
     if mode == "stretch":
         finite = values[np.isfinite(values)]
         if signed:
@@ -699,10 +702,28 @@ def to_image_values(
             lo = min(0.0, float(finite.min(initial=0.0)))
             scale, offset = (top / (hi - lo), -lo) if hi > lo else (0.0, 0.0)
         values = (values + offset) * scale if scale else np.zeros_like(values)
-    else:
-        values = values * scale
     out = np.clip(np.rint(values + mid), 0, top)
-    return out.astype(np.uint8 if bits == 8 else np.uint16)
+    return out.astype(np.uint8 if top == 255 else np.uint16)
+
+
+def _fixed_samples(x: ArrayLike | torch.Tensor, scale: float, mid: int, top: int) -> np.ndarray:
+    """``clip(rint(x * scale + mid), 0, top)`` in float64, NaN as 0: numpy's operations in
+    numpy's order, done in place on one float64 copy by torch's loops (a third of the time of
+    numpy's temporaries, which matters once per file in a directory run)."""
+    import torch
+
+    if isinstance(x, torch.Tensor):
+        values = x.detach().to("cpu", torch.float64, copy=True)
+    else:
+        values = torch.from_numpy(np.array(x, dtype=np.float64))  # a copy: x stays as it was
+    values.mul_(scale)
+    # NaN (NaN * scale) becomes 0; ±inf become ±DBL_MAX, which the clip below maps as it maps ±inf
+    values.nan_to_num_(nan=0.0)
+    if mid:
+        values.add_(mid)
+    values.round_()  # to nearest, ties to even, as numpy.rint
+    values.clamp_(0, top)
+    return values.numpy().astype(np.uint8 if top == 255 else np.uint16)
 
 
 def orientation_picture(

@@ -314,10 +314,12 @@ def test_tree_with_bad_files(tmp_path: Path) -> None:
     assert leftovers(tmp_path) == []
 
 
-def test_batched_equals_one_by_one(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "recipe", [Recipe(mapping="stretch"), Recipe(), Recipe(result="gx")], ids=repr
+)
+def test_batched_equals_one_by_one(recipe: Recipe, tmp_path: Path) -> None:
     source = tmp_path / "in"
     paths = make_tree(source, count=6)
-    recipe = Recipe(mapping="stretch")
     process_tree(source, tmp_path / "out", recipe, batch_size=3, workers=2)
     for path in paths:
         relative = path.relative_to(source)
@@ -326,6 +328,25 @@ def test_batched_equals_one_by_one(tmp_path: Path) -> None:
             imgrad_io.read_image(tmp_path / "out" / relative),
             imgrad_io.read_image(tmp_path / "one.png"),
         )
+
+
+def test_files_get_a_core_while_a_run_computes_then_threads_are_restored(tmp_path: Path):
+    source = tmp_path / "in"
+    make_tree(source)
+    seen = []
+    before = torch.get_num_threads()
+    torch.set_num_threads(3)
+    try:
+        summary = process_tree(
+            source,
+            tmp_path / "out",
+            Recipe(),
+            on_progress=lambda _: seen.append(torch.get_num_threads()),
+        )
+        assert summary.processed == 4 and seen == [2, 2, 2, 2]
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_resume_skips_up_to_date_outputs(tmp_path: Path) -> None:

@@ -570,6 +570,28 @@ def test_nan_is_zero_and_infinities_clip() -> None:
     assert to_image_values(x, mode="stretch").tolist() == [0, 255, 0, 255]
 
 
+@pytest.mark.parametrize("bits", [8, 16])
+@pytest.mark.parametrize("signed", [False, True])
+def test_fixed_mapping_equals_the_numpy_formula(bits: int, signed: bool) -> None:
+    # the documented formula in numpy float64 vs the implementation (in place, torch's loops),
+    # on float32 magnitudes with exact ties (k + 0.5 after scaling), NaN, infinities and
+    # negatives; as a tensor and as an array, neither of which may change
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(4, 1, 64, 64, generator=gen) * 300
+    x.view(-1)[:200] = torch.arange(200) * 0.25 - 10  # scale 2: every other one is a tie
+    x.view(-1)[200:203] = torch.tensor([float("nan"), float("inf"), -float("inf")])
+    scale, top, mid = 2.0, 2**bits - 1, (2 ** (bits - 1) if signed else 0)
+    values = np.nan_to_num(x.double().numpy(), nan=0.0, posinf=np.inf, neginf=-np.inf)
+    expected = np.clip(np.rint(values * scale + mid), 0, top)
+    before = x.clone()
+    for given in (x, x.numpy()):
+        out = to_image_values(given, bits=bits, scale=scale, signed=signed)
+        assert out.dtype == (np.uint8 if bits == 8 else np.uint16) and out.shape == x.shape
+        np.testing.assert_array_equal(out, expected)
+    assert torch.equal(x.nan_to_num(nan=7), before.nan_to_num(nan=7))
+    assert out.flat[1] == np.clip(np.rint(-9.75 * 2 + mid), 0, top)  # -19.5 + mid, a tie
+
+
 def test_stretch() -> None:
     """[0, max] -> [0, 255]; with negatives [min, max]; 127.5 rounds to 128 (even)."""
     assert to_image_values(np.array([0.0, 1.0, 2.0, 4.0]), mode="stretch").tolist() == [
