@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from .operators import Stencil
 
-__all__ = ["BORDERS", "border_index", "check_border", "correlate", "pad", "sqrt_rn"]
+__all__ = ["BORDERS", "border_index", "check_border", "correlate", "extend", "pad", "sqrt_rn"]
 
 #: Border names and their meaning (``|abcdefgh|`` is the row being extended).
 BORDERS: dict[str, str] = {
@@ -58,6 +58,28 @@ def border_index(n: int, before: int, after: int, border: str, device: torch.dev
     return torch.where(j < n, j, period - 1 - j)
 
 
+#: The border rules ``F.pad`` implements (``reflect101`` is its ``"reflect"``).
+_F_PAD_MODES = {"reflect101": "reflect", "replicate": "replicate", "circular": "circular"}
+
+
+def _f_pad_mode(x: torch.Tensor, sizes: tuple[int, ...], halo: int, border: str) -> str | None:
+    """``F.pad``'s mode for extending axes of ``sizes`` by up to ``halo``, or ``None`` where the
+    gather of :func:`border_index` must do it.
+
+    ``F.pad`` computes each source index by arithmetic, with no index tensor: eagerly 4x faster
+    than the gather along the last axis, and compiled the same arithmetic is inlined into the
+    consumer instead of an indirect load per tap. It takes halos shorter than the axis and
+    floating-point data. Its backward on CUDA had no deterministic implementation in older torch
+    versions, so differentiable CUDA tensors in deterministic mode keep the gather.
+    """
+    mode = _F_PAD_MODES.get(border)
+    if mode is None or not x.is_floating_point() or halo >= min(sizes):
+        return None
+    if x.requires_grad and x.device.type != "cpu" and torch.are_deterministic_algorithms_enabled():
+        return None
+    return mode
+
+
 def pad(
     x: torch.Tensor,
     dim: int,
@@ -72,11 +94,31 @@ def pad(
     """
     if before == 0 and after == 0:
         return x
+    axis = dim % x.dim()
     if border == "constant":
-        widths = [0, 0] * (x.dim() - 1 - (dim % x.dim())) + [before, after]
+        widths = [0, 0] * (x.dim() - 1 - axis) + [before, after]
         return F.pad(x, widths, mode="constant", value=value)
-    index = border_index(x.shape[dim], before, after, border, x.device)
-    return x.index_select(dim, index)
+    mode = _f_pad_mode(x, (x.shape[axis],), max(before, after), border)
+    if mode is not None and axis == x.dim() - 1:
+        out = F.pad(x.reshape(-1, 1, x.shape[-1]), [before, after], mode=mode)
+        return out.reshape(*x.shape[:-1], out.shape[-1])
+    if mode is not None and axis == x.dim() - 2:
+        out = F.pad(x.reshape(-1, 1, *x.shape[-2:]), [0, 0, before, after], mode=mode)
+        return out.reshape(*x.shape[:-2], *out.shape[-2:])
+    index = border_index(x.shape[axis], before, after, border, x.device)
+    return x.index_select(axis, index)
+
+
+def extend(x: torch.Tensor, halo: int, border: str, value: float = 0.0) -> torch.Tensor:
+    """Extend the last two axes of ``x`` by ``halo`` on every side: :func:`pad` on both, in one
+    ``F.pad`` where it applies."""
+    if border == "constant":
+        return F.pad(x, [halo] * 4, mode="constant", value=value)
+    mode = _f_pad_mode(x, tuple(x.shape[-2:]), halo, border)
+    if mode is None or halo == 0:
+        return pad(pad(x, -2, halo, halo, border, value), -1, halo, halo, border, value)
+    out = F.pad(x.reshape(-1, 1, *x.shape[-2:]), [halo] * 4, mode=mode)
+    return out.reshape(*x.shape[:-2], *out.shape[-2:])
 
 
 def correlate(

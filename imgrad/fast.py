@@ -59,7 +59,7 @@ import torch
 from ._compile import CompilePolicy, own_code, standalone
 from ._input import compute_dtype, result_dtype
 from ._memory import empty, scratch
-from .engine import border_index, correlate, pad, sqrt_rn
+from .engine import border_index, correlate, extend, sqrt_rn
 from .operators import Operator, Stencil
 
 __all__ = ["POLICY", "Plan", "gradient_magnitude", "plan_for", "worthwhile"]
@@ -408,7 +408,7 @@ def _whole(plan: Plan, border: str, value: float, x: torch.Tensor) -> torch.Tens
         r = plan.op.radius
 
         def whole(x: torch.Tensor) -> torch.Tensor:
-            xp = pad(pad(x.to(plan.compute), -2, r, r, border, value), -1, r, r, border, value)
+            xp = extend(x.to(plan.compute), r, border, value)
             return _finish(*first_derivatives_extended(xp, plan.op, r), plan).to(plan.store)
 
         _WHOLE[key] = torch.compile(

@@ -28,7 +28,7 @@ import torch
 
 from . import fast
 from ._input import Prepared, check_choice, prepare
-from .engine import check_border, correlate, pad, sqrt_rn
+from .engine import check_border, correlate, extend, sqrt_rn
 from .operators import Operator, Stencil, get_operator
 
 __all__ = [
@@ -106,10 +106,6 @@ def _along(
     return correlate(window, stencil, dim, taps)
 
 
-def _extend(x: torch.Tensor, halo: int, border: str, value: float) -> torch.Tensor:
-    return pad(pad(x, -2, halo, halo, border, value), -1, halo, halo, border, value)
-
-
 Taps = Mapping[str, torch.Tensor]
 """Tensor copies of an operator's taps by field name (``derivative``, ``smoothing``, ``second``):
 the buffers of the modules. ``None`` uses the operator's Python numbers; both give the same bits."""
@@ -120,7 +116,7 @@ def first_derivatives(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Raw ``(gy, gx)`` of an ``(N, C, H, W)`` float tensor."""
     halo = op.radius
-    return first_derivatives_extended(_extend(x, halo, border, value), op, halo, taps)
+    return first_derivatives_extended(extend(x, halo, border, value), op, halo, taps)
 
 
 def first_derivatives_extended(
@@ -144,7 +140,7 @@ def second_derivatives_raw(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Raw ``(gyy, gxy, gxx)`` of an ``(N, C, H, W)`` float tensor."""
     halo = op.radius
-    return second_derivatives_extended(_extend(x, halo, border, value), op, halo, taps)
+    return second_derivatives_extended(extend(x, halo, border, value), op, halo, taps)
 
 
 def second_derivatives_extended(

@@ -737,3 +737,29 @@ def test_second_order_errors():
         imgrad.second_derivatives(torch.rand(3, 4, 4), color="max")
     with pytest.raises(ValueError, match=r"ksize must be one of"):
         imgrad.laplacian(torch.rand(4, 4), 9)
+
+
+# --------------------------------------------------------------------------- border extension
+
+
+@pytest.mark.parametrize("border", BORDERS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.int32, torch.uint8])
+def test_pad_and_extend_equal_numpy_pad_for_every_halo(border, dtype):
+    """The engine's border extension (F.pad's arithmetic where it applies, the index gather
+    elsewhere: halos as long as the axis or longer, integer data) is numpy.pad's, per axis and on
+    both last axes at once, for batches of any rank."""
+    from imgrad.engine import extend, pad
+
+    img = make_image((2, 3, 4, 5), torch.float64, seed=9).numpy() * 100
+    x = torch.from_numpy(img).to(dtype)
+    kwargs = {"constant_values": 7} if border == "constant" else {}
+    mode = NP_MODE[border]
+    for halo in range(1, 8):
+        for axis in (-2, -1):
+            widths = [(0, 0)] * 4
+            widths[axis] = (halo, halo + 1)
+            want = np.pad(x.numpy(), widths, mode=mode, **kwargs)
+            assert np.array_equal(pad(x, axis, halo, halo + 1, border, 7).numpy(), want)
+        want = np.pad(x.numpy(), [(0, 0), (0, 0), (halo, halo), (halo, halo)], mode, **kwargs)
+        assert np.array_equal(extend(x, halo, border, 7).numpy(), want)
+        assert np.array_equal(extend(x[0, 0], halo, border, 7).numpy(), want[0, 0])
