@@ -765,7 +765,9 @@ def process_tree(
 
     ``format`` is ``"png"``, ``"tiff"`` or ``"npy"``; ``patterns`` are glob patterns replacing
     the default filter (the supported image extensions); ``workers`` threads read and write;
-    ``batch_size`` same-size images are computed together. ``on_progress`` is called after each
+    ``batch_size`` same-size images are computed together, on the CPU with one torch thread fewer
+    than ``torch.get_num_threads()`` for the run's duration (set back afterwards), which leaves
+    the reading and writing threads a core. ``on_progress`` is called after each
     file, ``on_failure`` for each failure as it happens. A ``KeyboardInterrupt`` stops the run
     after the writes under way are finished; the summary then says ``interrupted``.
 
