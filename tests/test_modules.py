@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 import torch
 from conftest import check_contract, make_image
@@ -187,6 +185,28 @@ def test_compile_fullgraph_equals_eager(name):
     assert_same(compiled(x), m(x))
 
 
+@pytest.mark.parametrize("border", ["reflect101", "reflect", "replicate", "constant", "circular"])
+@pytest.mark.parametrize("shape", [(7, 8), (6, 9)])  # Sobel 7 (halo 3): by parts, then whole
+def test_compiled_operators_by_parts_equal_eager(border, shape):
+    """Traced by torch.compile, derivatives are computed as interior + four border bands (the
+    border arithmetic only on the bands): the same bits as eager for every border, first and
+    second derivatives, including the smallest images that still split; the input gradient
+    agrees to rounding in float64 (its sums are accumulated in another order)."""
+    torch._dynamo.reset()
+    x = make_image((2, 1, *shape), torch.float32, seed=12) * 10
+    modules = (
+        imgrad.Sobel(7, border=border),
+        imgrad.Hessian("sobel", ksize=5, border=border),
+    )
+    for m in modules:
+        compiled = torch.compile(m, fullgraph=True, backend="aot_eager")
+        assert_same(compiled(x), m(x))
+        xe, xc = x.double().requires_grad_(), x.double().requires_grad_()
+        sum(g.square().sum() for g in m(xe)).backward()
+        sum(g.square().sum() for g in compiled(xc)).backward()
+        torch.testing.assert_close(xc.grad, xe.grad, rtol=1e-12, atol=0.0)
+
+
 def test_compile_orientation_fullgraph():
     """The Orientation module compiles without graph breaks as well."""
     torch._dynamo.reset()
@@ -201,7 +221,6 @@ def test_compile_orientation_fullgraph():
 def test_compile_inductor_small_input():
     """One run of the default (inductor) backend on a small input: equal to eager."""
     torch._dynamo.reset()
-    start = time.perf_counter()
     m = imgrad.Sobel()
     x = make_image((1, 1, 8, 9), torch.float32, seed=10)
     try:
@@ -215,7 +234,6 @@ def test_compile_inductor_small_input():
     # inductor may fuse the multiply-adds (FMA): equal up to float32 rounding
     torch.testing.assert_close(out.gx, ref.gx, rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(out.gy, ref.gy, rtol=1e-6, atol=1e-6)
-    assert time.perf_counter() - start < 120
 
 
 @pytest.mark.parametrize("name", STENCIL_MODULES + ["magnitude_l2"])
