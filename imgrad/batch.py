@@ -439,10 +439,13 @@ def _full_scale(recipe: Recipe, dtype: np.dtype) -> float:
         return peak * kx[kx > 0].sum()
     # The largest sqrt(gx² + gy²): an image that is `peak` where the kernel's response to
     # some direction u is positive, 0 elsewhere. Each sampled u proposes such an image.
+    # Broadcasting, not a matrix product: numpy's product wakes OpenBLAS's thread pool, whose
+    # threads then spin for about 60 ms of CPU, a core the run's other threads need.
     angles = np.linspace(0, 2 * np.pi, 3600, endpoint=False)
-    directions = np.stack([np.cos(angles), np.sin(angles)], axis=1)
-    taps = np.stack([kx.ravel(), ky.ravel()], axis=1)
-    responses = ((directions @ taps.T) > 0) @ taps
+    u = np.stack([np.cos(angles), np.sin(angles)], axis=1)[:, None, :]  # (3600, 1, 2)
+    taps = np.stack([kx.ravel(), ky.ravel()], axis=1)  # (k, 2): each pixel's (gx, gy) weight
+    chosen = (u * taps).sum(axis=2) > 0  # (3600, k): the pixels that are `peak` for each u
+    responses = np.where(chosen[:, :, None], taps, 0.0).sum(axis=1)  # (3600, 2): (gx, gy)
     return peak * float(np.hypot(responses[:, 0], responses[:, 1]).max())
 
 
