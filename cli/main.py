@@ -423,7 +423,13 @@ def _run_file(
             raise click.ClickException(f"{error} However: {refusal}") from error
         raise click.ClickException(str(error)) from error
     except OSError as error:
-        raise click.ClickException(f"cannot write '{dest}': {error.strerror or error}") from error
+        if not isinstance(dest, Path) and isinstance(error, BrokenPipeError):
+            # Whoever read standard output stopped (`imgrad sobel in.png - | head -c 100`):
+            # stop quietly, as `cat` does, and keep the interpreter's last flush from failing.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), click.get_binary_stream("stdout").fileno())
+            ctx.exit(1)
+        where = f"'{dest}'" if isinstance(dest, Path) else "to standard output"
+        raise click.ClickException(f"cannot write {where}: {error.strerror or error}") from error
     except (ValueError, RuntimeError) as error:  # ImageReadError is a ValueError
         raise click.ClickException(str(error)) from error
 

@@ -519,6 +519,28 @@ def console(*args: str, **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run([executable, *args], capture_output=True, timeout=120, **kwargs)
 
 
+def test_stdout_closed_by_its_reader_stops_quietly(rgb: Path) -> None:
+    """`imgrad sobel in.png - | head -c 8`: the reader is gone, so exit 1 without a message."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader stops before anything is written
+    process = subprocess.Popen(
+        [shutil.which("imgrad"), "sobel", str(rgb), "-"], stdout=write_end, stderr=subprocess.PIPE
+    )
+    os.close(write_end)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 1 and stderr == b""
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_stdout_write_error_is_named(rgb: Path) -> None:
+    with open("/dev/full", "wb") as full:
+        done = subprocess.run(
+            [shutil.which("imgrad"), "sobel", str(rgb), "-"], stdout=full, stderr=subprocess.PIPE
+        )
+    assert done.returncode == 1
+    assert done.stderr == b"Error: cannot write to standard output: No space left on device\n"
+
+
 def test_help_and_argument_errors_do_not_import_torch() -> None:
     script = (
         "import sys\n"
