@@ -74,11 +74,6 @@ def _per_image(value: Any, name: str, n: int, device: torch.device) -> torch.Ten
     return torch.full((n, 1, 1, 1), _number(value, name), dtype=torch.float64, device=device)
 
 
-def _compare_dtype(x: torch.Tensor) -> torch.dtype:
-    """Thresholds are compared in float64 unless ``x`` is float32/16 (then in its own dtype)."""
-    return x.dtype if x.dtype in (torch.float32, torch.float16, torch.bfloat16) else torch.float64
-
-
 def _above(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     """``x > t`` without rounding ``t`` towards ``x`` for integer images."""
     if x.is_floating_point():

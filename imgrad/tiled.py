@@ -491,8 +491,6 @@ def _temporary_beside(path: Path) -> Path:
 class MemorySink:
     """Collects the tiles into one array on the caller's side."""
 
-    in_task = False
-
     def __init__(self, shape: tuple[int, int, int], dtype: np.dtype):
         self.array = np.empty(shape, dtype)
 
@@ -505,8 +503,6 @@ class ZarrSink:
 
     Tiles are the Zarr chunks, so concurrent writers never touch the same chunk.
     """
-
-    in_task = True
 
     def __init__(self, path: Path, shape: tuple[int, int, int], dtype: np.dtype, tile: tuple):
         zarr = require("zarr", "writing Zarr images")
