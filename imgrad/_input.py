@@ -101,8 +101,10 @@ def prepare(
     min_size: int = 1,
     name: str = "image",
     nan_policy: str = "propagate",
+    cast: bool = True,
 ) -> Prepared:
-    """Validate ``image`` and return it as ``(N, C, H, W)`` in its compute dtype.
+    """Validate ``image`` and return it as ``(N, C, H, W)`` in its compute dtype (in its own
+    dtype with ``cast=False``, for a caller that converts it on the way, as the luminance does).
 
     ``min_size`` is the smallest height and width the caller's stencil accepts.
     """
@@ -125,7 +127,7 @@ def prepare(
         raise ValueError(f"{name} contains {int(torch.isnan(t).sum())} NaN value(s)")
     rank = t.dim()
     t4 = t.reshape((1,) * (4 - rank) + tuple(t.shape)) if rank < 4 else t
-    return Prepared(t4.to(cdtype), rank, kind, out_dtype)
+    return Prepared(t4.to(cdtype) if cast else t4, rank, kind, out_dtype)
 
 
 def check_choice(value: Any, name: str, choices: tuple[str, ...]) -> str:

@@ -669,6 +669,33 @@ def test_luminance_and_max_colour_modes():
     assert torch.equal(m.gx, per.gx.gather(0, idx)) and torch.equal(m.gy, per.gy.gather(0, idx))
 
 
+@pytest.mark.parametrize(
+    "dtype", [torch.uint8, torch.int16, torch.int32, torch.float16, torch.float32, torch.float64]
+)
+def test_luminance_in_place_has_the_formula_bits(dtype):
+    """Without autograd the luma is computed in place in two planes; it has the bits of the
+    formula ``(r * 0.299 + g * 0.587) + b * 0.114`` on the channels converted to the compute
+    dtype (what the autograd path computes), and the input is left as it was."""
+    from imgrad._input import compute_dtype
+    from imgrad.gradients import luminance
+
+    x = make_image((2, 3, 9, 11), torch.float64, seed=3) * 250
+    x = (x.round() if not dtype.is_floating_point else x).to(dtype)
+    before = x.clone()
+    cdtype = compute_dtype(dtype)
+    r, g, b = x.to(cdtype).unbind(1)
+    want = (r * 0.299 + g * 0.587 + b * 0.114).unsqueeze(1)
+    got = luminance(x, cdtype)
+    assert got.dtype == cdtype and torch.equal(got, want) and torch.equal(x, before)
+    if dtype.is_floating_point:  # the autograd path
+        recorded = luminance(x.to(cdtype).requires_grad_())
+        assert recorded.requires_grad and torch.equal(recorded.detach(), want)
+    if dtype != torch.float16:  # (half results are rounded to half at the end)
+        luma_gradients = imgrad.sobel(want)
+        for got_g, want_g in zip(imgrad.sobel(x, color="luminance"), luma_gradients, strict=True):
+            assert torch.equal(got_g, want_g)
+
+
 def test_nan_propagates_to_the_stencil_neighbourhood():
     """nan_policy='propagate': a NaN spreads to the 3x3 neighbourhood of Sobel 3 only."""
     x = torch.zeros(7, 7)
