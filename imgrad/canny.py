@@ -377,10 +377,11 @@ def canny_core(image: Any, spec: CannySpec, details: bool = False) -> Any:
             prepare(raw, min_size=1)  # raises the usual "too small" error
         src = raw.reshape((1,) * (4 - raw.dim()) + tuple(raw.shape))
     else:
-        prepared = prepare(raw, min_size=1)
+        luma = spec.color == "luminance"  # converts while it computes: no converted RGB copy
+        prepared = prepare(raw, min_size=1, cast=not luma)
         src = prepared.image
-        if spec.color == "luminance":
-            src = luminance(src)
+        if luma:
+            src = luminance(src, compute_dtype(src.dtype))
         if spec.sigma is not None:
             src = _blur(src, spec.sigma)
         src = src.to(plan.compute)

@@ -389,9 +389,11 @@ def extend_window(raw: np.ndarray, job: TileJob, block: Block) -> torch.Tensor:
     _, h, w = job.shape
     rows = _axis_window(h, block[0], block[1], job.halo, job.spec.border)
     cols = _axis_window(w, block[2], block[3], job.halo, job.spec.border)
-    x = torch.from_numpy(np.ascontiguousarray(raw))[None].to(compute_dtype(job.in_dtype))
-    if job.spec.color == "luminance":
-        x = luminance(x)  # before the border, as on the whole image (it matters for constant)
+    x = torch.from_numpy(np.ascontiguousarray(raw))[None]
+    if job.spec.color == "luminance":  # before the border, as on the whole image (constant)
+        x = luminance(x, compute_dtype(job.in_dtype))
+    else:
+        x = x.to(compute_dtype(job.in_dtype))
     if rows.take is not None:
         x = x.index_select(-2, rows.take)
     if cols.take is not None:

@@ -137,9 +137,14 @@ def test_details_and_sigma():
 
 
 def test_luminance_color():
+    """Edges of the BT.601 luma, computed from the RGB photograph (in place, channel by channel)
+    or handed over as a float32 grey image: the same edges."""
     a = chw(as_stored(PHOTOS[0]))
     out = canny(a, 50, 100, color="luminance")
+    r, g, b = torch.from_numpy(a).float().unbind(0)
+    luma = r * 0.299 + g * 0.587 + b * 0.114
     assert out.shape == (1, *a.shape[1:]) and out.any()
+    assert np.array_equal(out, canny(luma[None].numpy(), 50, 100))
 
 
 def test_bad_inputs():
