@@ -92,19 +92,21 @@ def luminance(x: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor
     """BT.601 luma ``(N, 1, H, W)`` of an RGB ``(N, 3, H, W)`` batch, computed in ``dtype``
     (default: ``x``'s): ``(r * 0.299 + g * 0.587) + b * 0.114`` after converting each channel.
 
-    Without autograd recording (and outside ``torch.compile``) the same operations run in place
-    in two fresh planes (from :func:`imgrad._memory.empty`), instead of a converted copy of all
-    three channels and five full-size temporaries: the same bits, a third of the memory, and
-    fewer page faults (``gradient_magnitude`` of a uint8 RGB 4096² image: 53-67 ms instead of
-    173-186, on 2 threads). Huge pages, as for outputs: 13-20 ms for this luma at 4096² in a warm
-    process against 42-45 with ``torch.empty``, though the first call of a fresh process pays
-    36-160 ms for them (33-37 with ``torch.empty``) on this project's VM.
+    Without autograd recording (and outside ``torch.compile`` and ``torch.func`` transforms)
+    the same operations run in place in two fresh planes (from :func:`imgrad._memory.empty`),
+    instead of a converted copy of all three channels and five full-size temporaries: the same
+    bits, a third of the memory, and fewer page faults (``gradient_magnitude`` of a uint8 RGB
+    4096² image: 53-67 ms instead of 173-186, on 2 threads). Huge pages, as for outputs: 13-20
+    ms for this luma at 4096² in a warm process against 42-45 with ``torch.empty``, though the
+    first call of a fresh process pays 36-160 ms for them (33-37 with ``torch.empty``) on this
+    project's VM.
     """
     if x.shape[1] != 3:
         raise ValueError(f"color='luminance' needs 3 channels (RGB); got {x.shape[1]}")
     dtype = x.dtype if dtype is None else dtype
     w_r, w_g, w_b = LUMA_WEIGHTS
-    if (x.requires_grad and torch.is_grad_enabled()) or torch.compiler.is_compiling():
+    traced = torch.compiler.is_compiling() or torch._C._functorch.is_functorch_wrapped_tensor(x)
+    if (x.requires_grad and torch.is_grad_enabled()) or traced:  # (vmap, grad: functional too)
         r, g, b = x.to(dtype).unbind(1)
         return (r * w_r + g * w_g + b * w_b).unsqueeze(1)
     n, _, h, w = x.shape

@@ -696,6 +696,19 @@ def test_luminance_in_place_has_the_formula_bits(dtype):
             assert torch.equal(got_g, want_g)
 
 
+def test_luminance_under_torch_func_transforms():
+    """torch.func.vmap and torch.func.grad see the functional luma (their wrapped tensors take
+    no in-place writes into fresh buffers): the same values as the plain batched call."""
+    x = make_image((4, 3, 9, 11), torch.float64, seed=5)
+    want = imgrad.sobel(x, color="luminance").gx
+    mapped = torch.func.vmap(lambda im: imgrad.sobel(im, color="luminance").gx)(x)
+    assert torch.equal(mapped, want)
+    grad = torch.func.grad(lambda im: imgrad.sobel(im, color="luminance").gx.sum())(x)
+    x_ = x.clone().requires_grad_()
+    imgrad.sobel(x_, color="luminance").gx.sum().backward()
+    assert torch.equal(grad, x_.grad)
+
+
 def test_nan_propagates_to_the_stencil_neighbourhood():
     """nan_policy='propagate': a NaN spreads to the 3x3 neighbourhood of Sobel 3 only."""
     x = torch.zeros(7, 7)
