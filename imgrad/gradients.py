@@ -92,7 +92,7 @@ def luminance(x: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor
     """BT.601 luma ``(N, 1, H, W)`` of an RGB ``(N, 3, H, W)`` batch, computed in ``dtype``
     (default: ``x``'s): ``(r * 0.299 + g * 0.587) + b * 0.114`` after converting each channel.
 
-    Without autograd recording (and outside ``torch.compile`` and ``torch.func`` transforms)
+    Without autograd recording (and outside ``torch.compile``, tracing and ``torch.func``)
     the same operations run in place in two fresh planes (from :func:`imgrad._memory.empty`),
     instead of a converted copy of all three channels and five full-size temporaries: the same
     bits, a third of the memory, and fewer page faults (``gradient_magnitude`` of a uint8 RGB
@@ -105,8 +105,9 @@ def luminance(x: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor
         raise ValueError(f"color='luminance' needs 3 channels (RGB); got {x.shape[1]}")
     dtype = x.dtype if dtype is None else dtype
     w_r, w_g, w_b = LUMA_WEIGHTS
-    traced = torch.compiler.is_compiling() or torch._C._functorch.is_functorch_wrapped_tensor(x)
-    if (x.requires_grad and torch.is_grad_enabled()) or traced:  # (vmap, grad: functional too)
+    traced = torch.compiler.is_compiling() or torch.jit.is_tracing()
+    wrapped = torch._C._functorch.is_functorch_wrapped_tensor(x)  # under vmap, grad, ...
+    if (x.requires_grad and torch.is_grad_enabled()) or traced or wrapped:
         r, g, b = x.to(dtype).unbind(1)
         return (r * w_r + g * w_g + b * w_b).unsqueeze(1)
     n, _, h, w = x.shape
