@@ -96,7 +96,7 @@ def luminance(x: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor
     the same operations run in place in two fresh planes (from :func:`imgrad._memory.empty`),
     instead of a converted copy of all three channels and five full-size temporaries: the same
     bits, a third of the memory, and fewer page faults (``gradient_magnitude`` of a uint8 RGB
-    4096² image: 53-67 ms instead of 173-186, on 2 threads). Huge pages, as for outputs: 13-20
+    4096² image: 58-67 ms instead of 173-186, on 2 threads). Huge pages, as for outputs: 13-20
     ms for this luma at 4096² in a warm process against 42-45 with ``torch.empty``, though the
     first call of a fresh process pays 36-160 ms for them (33-37 with ``torch.empty``) on this
     project's VM.
