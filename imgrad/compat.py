@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from ._input import prepare
-from ._memory import empty
+from ._memory import CHUNK_ELEMENTS, empty
 from .engine import correlate
 from .gradients import Gradients
 from .operators import get_operator
@@ -60,10 +60,6 @@ def _spacings(t: torch.Tensor, spacing: Any, dims: list[int]) -> list[Any]:
         else:
             raise TypeError(f"spacing for dim {d} must be a number or a 1-D tensor; got {s!r}")
     return out
-
-
-#: Elements per chunk of :func:`_uniform`'s interior (a few MiB: its passes stay in cache).
-CHUNK_ELEMENTS = 1 << 20
 
 
 def _uniform(f: torch.Tensor, d: int, h: float, edge_order: int) -> torch.Tensor:

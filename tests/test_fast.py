@@ -8,6 +8,7 @@ dtype with one compile each (~1 s each once inductor's on-disk cache is warm).
 
 from __future__ import annotations
 
+import itertools
 import warnings
 from typing import Any
 
@@ -314,3 +315,21 @@ def test_auto_policy_compiles_only_after_enough_eager_work(monkeypatch) -> None:
     monkeypatch.setenv("IMGRAD_COMPILE", "yes")
     with pytest.raises(ValueError, match="IMGRAD_COMPILE must be one of auto, 0, 1"):
         policy.wants(1)
+
+
+@pytest.mark.parametrize("ordinary_first", [0, 10**9])
+def test_outputs_from_either_kind_of_page_give_the_same_numbers(ordinary_first, monkeypatch):
+    """Large outputs come from torch (ordinary pages) for a process's first few, from numpy
+    (huge pages) afterwards: either way a writable contiguous buffer, and the same magnitude of
+    an RGB image (luma plane and output both 4.8 MB, above the huge-page size)."""
+    from imgrad import _memory
+
+    monkeypatch.setattr(_memory, "ORDINARY_PAGES_FIRST", ordinary_first)
+    monkeypatch.setattr(_memory, "_large_outputs", itertools.count())
+    buffer = _memory.empty((3, 1024, 1024), torch.float32, torch.device("cpu"))
+    assert buffer.shape == (3, 1024, 1024) and buffer.is_contiguous()
+    assert int(buffer.fill_(2).sum()) == 2 * buffer.numel()
+    x = torch.from_numpy(np.random.default_rng(1).integers(0, 256, (1, 3, 1100, 1100), np.uint8))
+    got = imgrad.gradient_magnitude(x, color="luminance")
+    want = magnitude(spatial_gradient(x.float().requires_grad_(), color="luminance"))
+    assert torch.equal(got, want.detach())

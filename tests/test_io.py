@@ -15,6 +15,7 @@ import pytest
 import torch
 from PIL import Image, ImageOps
 
+from imgrad import _memory
 from imgrad import io as imgrad_io
 from imgrad.io import (
     DEFAULT_MAX_PIXELS,
@@ -572,10 +573,16 @@ def test_nan_is_zero_and_infinities_clip() -> None:
 
 @pytest.mark.parametrize("bits", [8, 16])
 @pytest.mark.parametrize("signed", [False, True])
-def test_fixed_mapping_equals_the_numpy_formula(bits: int, signed: bool) -> None:
-    # the documented formula in numpy float64 vs the implementation (in place, torch's loops),
-    # on float32 magnitudes with exact ties (k + 0.5 after scaling), NaN, infinities and
-    # negatives; as a tensor and as an array, neither of which may change
+@pytest.mark.parametrize("chunk", [None, 1000])
+def test_fixed_mapping_equals_the_numpy_formula(
+    bits: int, signed: bool, chunk: int | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the documented formula in numpy float64 vs the implementation (torch's loops on float64
+    # chunks; 1000 does not divide the 16384 values, so the last chunk is partial), on float32
+    # magnitudes with exact ties (k + 0.5 after scaling), NaN, infinities and negatives; as a
+    # tensor, an array and a transposed (non-contiguous) view, none of which may change
+    if chunk is not None:
+        monkeypatch.setattr(_memory, "CHUNK_ELEMENTS", chunk)
     gen = torch.Generator().manual_seed(5)
     x = torch.randn(4, 1, 64, 64, generator=gen) * 300
     x.view(-1)[:200] = torch.arange(200) * 0.25 - 10  # scale 2: every other one is a tie
@@ -588,6 +595,8 @@ def test_fixed_mapping_equals_the_numpy_formula(bits: int, signed: bool) -> None
         out = to_image_values(given, bits=bits, scale=scale, signed=signed)
         assert out.dtype == (np.uint8 if bits == 8 else np.uint16) and out.shape == x.shape
         np.testing.assert_array_equal(out, expected)
+    transposed = to_image_values(x.mT, bits=bits, scale=scale, signed=signed)
+    np.testing.assert_array_equal(transposed, np.swapaxes(expected, -1, -2))
     assert torch.equal(x.nan_to_num(nan=7), before.nan_to_num(nan=7))
     assert out.flat[1] == np.clip(np.rint(-9.75 * 2 + mid), 0, top)  # -19.5 + mid, a tie
 

@@ -672,13 +672,19 @@ def test_luminance_and_max_colour_modes():
 @pytest.mark.parametrize(
     "dtype", [torch.uint8, torch.int16, torch.int32, torch.float16, torch.float32, torch.float64]
 )
-def test_luminance_in_place_has_the_formula_bits(dtype):
-    """Without autograd the luma is computed in place in two planes; it has the bits of the
+@pytest.mark.parametrize("chunk", [None, 50])
+def test_luminance_in_place_has_the_formula_bits(dtype, chunk, monkeypatch):
+    """Without autograd the luma is computed in place, band of rows by band (``chunk`` 50: two
+    rows of the 2 x 11-pixel batch per band, the last band one row); it has the bits of the
     formula ``(r * 0.299 + g * 0.587) + b * 0.114`` on the channels converted to the compute
-    dtype (what the autograd path computes), and the input is left as it was."""
+    dtype (what the autograd path computes), also from a channels-last input, and the input is
+    left as it was."""
+    from imgrad import _memory
     from imgrad._input import compute_dtype
     from imgrad.gradients import luminance
 
+    if chunk is not None:
+        monkeypatch.setattr(_memory, "CHUNK_ELEMENTS", chunk)
     x = make_image((2, 3, 9, 11), torch.float64, seed=3) * 250
     x = (x.round() if not dtype.is_floating_point else x).to(dtype)
     before = x.clone()
@@ -687,6 +693,7 @@ def test_luminance_in_place_has_the_formula_bits(dtype):
     want = (r * 0.299 + g * 0.587 + b * 0.114).unsqueeze(1)
     got = luminance(x, cdtype)
     assert got.dtype == cdtype and torch.equal(got, want) and torch.equal(x, before)
+    assert torch.equal(luminance(x.contiguous(memory_format=torch.channels_last), cdtype), want)
     if dtype.is_floating_point:  # the autograd path
         recorded = luminance(x.to(cdtype).requires_grad_())
         assert recorded.requires_grad and torch.equal(recorded.detach(), want)
