@@ -59,6 +59,7 @@ import struct
 import threading
 import zlib
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -123,11 +124,12 @@ _PNG_COMPRESSION = 1
 _PNG_STRATEGY = zlib.Z_RLE
 _TMP_MARKER = ".imgrad-tmp"
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_DEFLATE_PIECE = 1 << 21  # bytes of filtered PNG data per deflate thread job
 _TIFF_MAGICS = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 _UINT16_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N"})
 _DIRECT_MODES = frozenset({"L", "LA", "RGB", "RGBA", "I", "F"}) | _UINT16_MODES
-#: 8-bit modes whose bands Pillow keeps interleaved in 4-byte pixels.
-_INTERLEAVED_MODES = frozenset({"LA", "RGB", "RGBA"})
+#: 8-bit modes whose bands Pillow's raw encoder packs one at a time (rawmodes "R", "G", ...).
+_BAND_PACKED_MODES = frozenset({"RGB", "RGBA"})
 # Pillow decodes 16-bit colour PNG rows with a "...;16B" unpacker that keeps the high byte of
 # each sample; the "...;16L" unpacker applied to the same big-endian rows keeps the low byte.
 _PNG16_LOW_BYTE_RAWMODES = {"RGB;16B": "RGB;16L", "RGBA;16B": "RGBA;16L"}
@@ -345,11 +347,14 @@ def _pillow_pixels(im: Image.Image, name: str) -> np.ndarray:
             raise ImageReadError(
                 f"cannot read '{name}': unsupported image mode {im.mode!r} ({exc})"
             ) from exc
-    if im.mode in _INTERLEAVED_MODES:
-        # one plane per band, stacked into (C, H, W) and returned as its (H, W, C) view, so
-        # that the (C, H, W) result needs no transposing copy: 103 ms instead of 144-154 for a
-        # 4096² RGB JPEG in a fresh process (numpy's strided transpose, more first page touches)
-        return np.moveaxis(np.stack([np.asarray(band) for band in im.split()]), 0, -1)
+    if im.mode in _BAND_PACKED_MODES:
+        # band by band into (C, H, W), returned as its (H, W, C) view: the (C, H, W) result then
+        # needs no strided transposing copy (a 4096² RGB JPEG in a fresh process: 110-113 ms
+        # instead of 119-171)
+        planes = np.empty((len(im.mode), im.height, im.width), np.uint8)
+        for plane, band in zip(planes, im.mode, strict=True):
+            plane[...] = np.frombuffer(im.tobytes("raw", band), np.uint8).reshape(plane.shape)
+        return np.moveaxis(planes, 0, -1)
     pixels = np.asarray(im)
     if im.mode in _UINT16_MODES:
         pixels = pixels.astype(np.uint16)  # native byte order
@@ -582,12 +587,43 @@ def _write_png(stream: IO[bytes], hwc: np.ndarray) -> None:
     np.subtract(rows[1:], rows[:-1], out=filtered[1:, 1:])
     colour_type = 0 if channels == 1 else 2  # grey or RGB
     header = struct.pack(">IIBBBBB", width, height, bits, colour_type, 0, 0, 0)
-    deflate = zlib.compressobj(_PNG_COMPRESSION, zlib.DEFLATED, 15, 9, _PNG_STRATEGY)
-    idat = deflate.compress(filtered) + deflate.flush()
+    idat = _deflate(memoryview(filtered).cast("B"))
     stream.write(_PNG_SIGNATURE)
     for kind, data in ((b"IHDR", header), (b"IDAT", idat), (b"IEND", b"")):
         stream.write(struct.pack(">I", len(data)) + kind + data)
         stream.write(struct.pack(">I", zlib.crc32(kind + data)))
+
+
+def _deflate(data: memoryview) -> bytes:
+    """The zlib stream of ``data`` (fast level, run-length strategy); above
+    2 x :data:`_DEFLATE_PIECE` bytes, pieces deflated on threads (zlib lets go of the GIL)
+    and joined as pigz does.
+
+    Each piece is a raw deflate stream ending on a byte boundary (a sync flush; the last one
+    finished), so their concatenation is one valid stream; the zlib header and the Adler-32 of
+    the whole data go around it. Run-length matches reach back one byte only, so the pieces
+    compress as well as one stream (+54 bytes on 3 MB). A 4096² grey PNG: 56 ms instead of 103
+    on 2 cores.
+    """
+    if hasattr(os, "sched_getaffinity"):
+        cores = len(os.sched_getaffinity(0))
+    else:
+        cores = os.cpu_count() or 1
+    starts = range(0, len(data), _DEFLATE_PIECE)
+    if len(data) < 2 * _DEFLATE_PIECE or cores < 2:
+        deflate = zlib.compressobj(_PNG_COMPRESSION, zlib.DEFLATED, 15, 9, _PNG_STRATEGY)
+        return deflate.compress(data) + deflate.flush()
+
+    def piece(start: int) -> bytes:
+        deflate = zlib.compressobj(_PNG_COMPRESSION, zlib.DEFLATED, -15, 9, _PNG_STRATEGY)
+        last = start + _DEFLATE_PIECE >= len(data)
+        body = deflate.compress(data[start : start + _DEFLATE_PIECE])
+        return body + deflate.flush(zlib.Z_FINISH if last else zlib.Z_SYNC_FLUSH)
+
+    with ThreadPoolExecutor(min(cores, len(starts))) as pool:
+        pieces = list(pool.map(piece, starts))
+    # CMF 0x78: deflate, 32 KiB window; FLG 0x01: fastest level, (CMF * 256 + FLG) % 31 == 0
+    return b"\x78\x01" + b"".join(pieces) + struct.pack(">I", zlib.adler32(data))
 
 
 def _write_tiff16_rgb(stream: IO[bytes], hwc: np.ndarray) -> None:

@@ -84,6 +84,30 @@ def test_8bit_rgb_and_grey_round_trip_exactly(tmp_path: Path, ext: str) -> None:
         np.testing.assert_array_equal(read_image(tmp_path / f"grey{ext}"), rgb[:1])
 
 
+@pytest.mark.parametrize("shape", [(1, 37, 53), (3, 37, 53)])
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_png_deflated_in_pieces_reads_back(
+    tmp_path: Path, shape: tuple[int, ...], dtype: type, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Large PNGs are deflated in pieces on threads: with 500-byte pieces (boundaries inside
+    rows) a small image takes that path, and Pillow's decoder and zlib read it back exactly."""
+    monkeypatch.setattr(imgrad_io, "_DEFLATE_PIECE", 500)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    values = RNG.integers(0, np.iinfo(dtype).max + 1, shape, dtype=dtype)
+    values[..., 5:20, 10:30] = 7  # runs, which the run-length strategy encodes
+    write_image(tmp_path / "a.png", values)
+    np.testing.assert_array_equal(read_image(tmp_path / "a.png"), values)
+    if dtype == np.uint8 and shape[0] == 1:  # an independent decoder
+        with Image.open(tmp_path / "a.png") as im:
+            np.testing.assert_array_equal(np.asarray(im), values[0])
+    data = (tmp_path / "a.png").read_bytes()
+    idat = data[data.index(b"IDAT") + 4 : data.index(b"IEND") - 8]
+    size = shape[1] * (1 + shape[0] * shape[2] * np.dtype(dtype).itemsize)
+    raw = zlib.decompress(idat)  # one valid zlib stream: header, pieces, Adler-32 of the whole
+    assert len(raw) == size and raw[:1] == b"\x02"  # the first row's filter byte, "Up"
+    assert idat.count(b"\x00\x00\xff\xff") >= -(-size // 500) - 1  # a sync flush per piece
+
+
 def test_2d_array_is_written_as_grey(tmp_path: Path) -> None:
     """An (H, W) array is a one-channel image."""
     write_image(tmp_path / "a.png", ramp_rgb()[0])
