@@ -41,7 +41,7 @@ def empty(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> t
     float32 Sobel magnitude takes 8 ms there with them, 22 ms without (torch's 16k page
     faults, on 2 threads of this project's reference machine). But pages a process touches for
     the first time can cost far more in 2 MiB units: on that machine (a VM) the first
-    large outputs of a fresh process cost 30-150 ms more each with huge pages, and
+    large outputs of a fresh process cost up to 150 ms more each with huge pages, and
     ``imgrad sobel`` on one 4096² photograph took 1.17-1.36 s instead of 1.11-1.19. So the
     first :data:`ORDINARY_PAGES_FIRST` large buffers of a process, all a one-image command
     needs, come from ``torch.empty``; later ones (a loop, a directory run) from numpy.
