@@ -5,8 +5,10 @@ one multiply-add per non-zero tap, in tap order. That is exact for the integer t
 Scharr and Prewitt on integer-valued data, deterministic (no reduction order that depends on the
 backend), differentiable, and 20x faster on the CPU than ``conv2d`` with a single-channel 1x3
 kernel. The taps may be Python floats or a 1-D tensor (the non-persistent buffers of the
-``nn.Module`` wrappers); both give bit-identical results. :func:`sqrt_rn` is the one square
-root of every L2 magnitude (reference, fast path, Canny, tiles).
+``nn.Module`` wrappers); both give bit-identical results. Eagerly, without autograd, a unit
+first tap is folded into the next operation (``x1 - x0`` for [-1, 0, 1]): the same bits, one
+pass fewer. :func:`sqrt_rn` is the one square root of every L2 magnitude (reference, fast
+path, Canny, tiles).
 """
 
 from __future__ import annotations
@@ -149,26 +151,46 @@ def correlate(
     # Integer data times integral taps stays integer (exact, and vectorised as integers); a
     # Python float tap would promote the products to float32.
     integral = not x.is_floating_point() and taps is None
-    out: torch.Tensor | None = None
-    for k, t in enumerate(stencil.taps):
-        if t == 0.0:
-            continue
-        term = x.narrow(dim, start + k * step, n)  # f[i + k - origin] for every output i
+    nonzero = [(k, t) for k, t in enumerate(stencil.taps) if t != 0.0]
+
+    def term(k: int) -> torch.Tensor:
+        return x.narrow(dim, start + k * step, n)  # f[i + k - origin] for every output i
+
+    def times(k: int, t: float) -> torch.Tensor:
         weight = taps[k] if taps is not None else t
         if integral and float(t).is_integer():
             weight = int(t)
-        if out is None:
-            out = term * weight  # a fresh tensor, never a view of the input
-        elif taps is None and t == -1.0:  # same bits as + term * -1.0, one op fewer
-            out = out.sub_(term) if inplace else out - term
+        return term(k) * weight  # a fresh tensor, never a view of the input
+
+    assert nonzero, "a stencil has at least one non-zero tap"
+    (k0, t0), rest = nonzero[0], nonzero[1:]
+    recording = x.requires_grad and torch.is_grad_enabled()
+    if inplace and not recording and taps is None and t0 in (1.0, -1.0) and rest:
+        # A unit first tap needs no product of its own: start from the second term and add or
+        # subtract the first, the same bits (x + y == y + x, -x + y == y - x, -x - y == -(x + y)
+        # in IEEE arithmetic). [-1, 0, 1] is one subtraction, [1, 2, 1] a product and two sums.
+        # Not while autograd records: its graph, and so the order in which it sums the input's
+        # gradient, would then differ from the modules' (tensor taps), and so would the bits.
+        (k1, t1), rest = rest[0], rest[1:]
+        second = term(k1) if t1 in (1.0, -1.0) else times(k1, t1)
+        if t1 == -1.0:
+            out = term(k0) - second if t0 == 1.0 else (term(k0) + second).neg_()
+        elif t1 == 1.0:  # second is a view of x
+            out = second + term(k0) if t0 == 1.0 else second - term(k0)
         else:
-            term = term if taps is None and t == 1.0 else term * weight
-            out = out.add_(term) if inplace else out + term
-    assert out is not None, "a stencil has at least one non-zero tap"
+            out = second.add_(term(k0)) if t0 == 1.0 else second.sub_(term(k0))
+    else:
+        out = times(k0, t0)
+    for k, t in rest:
+        if taps is None and t == -1.0:  # same bits as + term * -1.0, one op fewer
+            out = out.sub_(term(k)) if inplace else out - term(k)
+        else:
+            addend = term(k) if taps is None and t == 1.0 else times(k, t)
+            out = out.add_(addend) if inplace else out + addend
     return out
 
 
-def sqrt_rn(x: torch.Tensor) -> torch.Tensor:
+def sqrt_rn(x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     """Square root, correctly rounded for float32 (IEEE ``sqrtf``, as numpy and CUDA give).
 
     Eager ``torch.sqrt`` of float32 on the CPU is not: it is 1 ulp off for about a fifth of all
@@ -176,10 +198,16 @@ def sqrt_rn(x: torch.Tensor) -> torch.Tensor:
     root on the CPU when autograd is not recording (as fast as ``torch.sqrt``), and otherwise,
     on any device and under ``torch.compile``, through the float64 square root rounded to float32,
     which is always the correctly rounded one (53 >= 2 * 24 + 2 bits). float64 is ``torch.sqrt``.
+
+    ``out``, a CPU float32 tensor of ``x``'s shape, receives the numpy root in place of a new
+    array when that path is taken (then it is what is returned); otherwise it is left alone.
     """
     if x.dtype != torch.float32:
         return torch.sqrt(x)
     recording = x.requires_grad and torch.is_grad_enabled()
     if x.device.type == "cpu" and not recording and not torch.compiler.is_compiling():
+        if out is not None and out.dtype == torch.float32 and out.device.type == "cpu":
+            np.sqrt(x.detach().numpy(), out=out.numpy())
+            return out
         return torch.from_numpy(np.sqrt(x.detach().numpy()))
     return torch.sqrt(x.double()).to(torch.float32)

@@ -132,21 +132,36 @@ def _flat_magnitude(src: torch.Tensor, out: torch.Tensor, width: int, plan: Plan
     span = n + (s.before + s.after) * width
     along = _correlate(x, d, centre - s.before * width - d.before, 1, span)
     gx = _correlate(along, s, 0, width, n)
-    out.copy_(_finish(gy, gx, plan))
+    result = _finish(gy, gx, plan, out)
+    if result is not out:
+        out.copy_(result)
 
 
-def _finish(gy: torch.Tensor, gx: torch.Tensor, plan: Plan) -> torch.Tensor:
+def _finish(
+    gy: torch.Tensor, gx: torch.Tensor, plan: Plan, out: torch.Tensor | None = None
+) -> torch.Tensor:
     """Raw ``gy``, ``gx`` to the stored magnitude, op for op as the reference: divisors, the
-    output dtype's rounding, the norm (and the square root, unless ``plan.root_after``)."""
+    output dtype's rounding, the norm (and the square root, unless ``plan.root_after``).
+
+    Eagerly ``gy`` and ``gx`` must be this path's own temporaries: they are overwritten. The
+    square root goes straight into ``out`` where :func:`imgrad.engine.sqrt_rn` can put it there
+    (the result is then ``out``).
+    """
     if plan.divisors is not None:
         gy, gx = gy / plan.divisors[0], gx / plan.divisors[1]
     if plan.out != plan.compute:
         # The reference returns gy, gx in the output dtype and widens them again (half only).
         gy, gx = gy.to(plan.out).to(plan.compute), gx.to(plan.out).to(plan.compute)
-    if plan.norm == "l1":
-        return gy.abs() + gx.abs()
-    mag = gy * gy + gx * gx  # sqrt(0) is 0 and NaN stays NaN, as the reference's
-    return sqrt_rn(mag) if plan.norm == "l2" and not plan.root_after else mag
+    if torch.compiler.is_compiling():  # out of place: inductor fuses it all into one loop
+        if plan.norm == "l1":
+            return gy.abs() + gx.abs()
+        mag = gy * gy + gx * gx
+    elif plan.norm == "l1":
+        return gy.abs_().add_(gx.abs_())
+    else:
+        mag = gy.mul_(gy).add_(gx.mul_(gx))  # the same operations, without new tensors
+    # sqrt(0) is 0 and NaN stays NaN, as the reference's
+    return sqrt_rn(mag, out) if plan.norm == "l2" and not plan.root_after else mag
 
 
 def _kernel(plan: Plan) -> Kernel:

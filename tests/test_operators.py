@@ -401,6 +401,50 @@ def test_gradient_edge_order_converges_on_the_boundary(edge_order, lo, hi):
         assert lo < math.log2(coarse / fine) < hi, errors
 
 
+# --------------------------------------------------------------------------- the engine's sums
+
+#: Every stencil of the table above: the engine's shorter eager sums must cover all of them.
+STENCILS = sorted(
+    {tuple(t) for d, _, s in TAPS.values() for t in (d, s)} | {tuple(t) for t in SECOND.values()}
+)
+
+
+def _special_values(dtype: torch.dtype, seed: int) -> torch.Tensor:
+    """A 2-D array mixing ordinary values with ±0, ±inf, NaN and values near overflow."""
+    g = torch.Generator().manual_seed(seed)
+    big = torch.finfo(dtype).max
+    x = (torch.rand((9, 40), generator=g, dtype=torch.float64) - 0.5) * 8
+    pick = torch.randint(0, 12, x.shape, generator=g)
+    for code, value in enumerate([0.0, -0.0, math.inf, -math.inf, math.nan, big, -big, big / 3]):
+        x[pick == code] = value
+    return x.to(dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16])
+@pytest.mark.parametrize("taps", STENCILS, ids=str)
+def test_eager_sums_are_the_plain_product_sum_bit_for_bit(taps, dtype):
+    """Eagerly, without autograd, ``correlate`` skips the product of a unit first tap (x1 - x0
+    for [-1, 0, 1], ``2 x1 + x0`` then ``+ x2`` for [1, 2, 1]); it must give the bits of the
+    plain sum of products taken in tap order, which tensor taps (the modules' buffers) and a
+    recording autograd still compute, overflow, infinities and NaN included."""
+    from imgrad.engine import correlate
+    from imgrad.operators import Stencil
+
+    stencil = Stencil(tuple(float(t) for t in taps), len(taps) // 2)
+    x = _special_values(dtype, seed=len(taps))
+    for dim in (0, 1):
+        short = correlate(x, stencil, dim)
+        plain = correlate(x, stencil, dim, torch.tensor(stencil.taps, dtype=dtype))
+        recorded = correlate(x.clone().requires_grad_(True), stencil, dim).detach()
+        terms = [x.narrow(dim, k, plain.shape[dim]) * t for k, t in enumerate(taps) if t]
+        expected = terms[0]
+        for term in terms[1:]:  # left to right, in the data's dtype
+            expected = expected + term
+        for other in (plain, recorded, expected):
+            assert torch.equal(short.isnan(), other.isnan())
+            assert torch.equal(short.nan_to_num(0.0), other.nan_to_num(0.0))
+
+
 # --------------------------------------------------------------------------- properties
 
 PROPS = settings(max_examples=30, deadline=None)
