@@ -664,7 +664,7 @@ def plan_tree(
     """
     source_root, dest_root = check_roots(input_dir, output_dir)
     relatives = _scan(source_root, patterns, recursive)
-    sources = {(source_root / r).resolve() for r in relatives}
+    sources: set[Path] | None = None  # resolved inputs, found once an output exists already
     plan = Plan()
     owner: dict[Path, Path] = {}
     for relative in relatives:
@@ -675,6 +675,13 @@ def plan_tree(
             plan.failures.append(Failure(str(source), reason))
             continue
         owner[dest] = source
+        try:
+            dest.lstat()
+        except OSError:  # nothing there (a new output): neither an input nor up to date
+            plan.tasks.append(Task(source, dest))
+            continue
+        if sources is None:
+            sources = {(source_root / r).resolve() for r in relatives}
         if dest.resolve() in sources:
             plan.failures.append(Failure(str(source), f"its output '{dest}' is an input"))
         elif not overwrite and _up_to_date(source, dest, since_ns):

@@ -278,6 +278,18 @@ def test_never_writes_onto_an_input(tmp_path: Path) -> None:
     assert "is an input" in failure.reason
 
 
+def test_an_output_linked_to_an_input_is_refused(tmp_path: Path) -> None:
+    """An existing output that is a symbolic link to an input is never written through."""
+    write(tmp_path / "in" / "a.png", step_image())
+    write(tmp_path / "in" / "b.png", step_image())
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "a.png").symlink_to(tmp_path / "in" / "a.png")
+    plan = plan_tree(tmp_path / "in", tmp_path / "out")
+    (failure,) = plan.failures
+    assert failure.path.endswith("a.png") and "is an input" in failure.reason
+    assert [task.source.name for task in plan.tasks] == ["b.png"]
+
+
 # --------------------------------------------------------------------------- processing trees
 
 
