@@ -125,6 +125,7 @@ _PNG_STRATEGY = zlib.Z_RLE
 _TMP_MARKER = ".imgrad-tmp"
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _DEFLATE_PIECE = 1 << 21  # bytes of filtered PNG data per deflate thread job
+_READ_WHOLE_BYTES = 1 << 25  # files up to this size are read in one call, then decoded
 _TIFF_MAGICS = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 _UINT16_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N"})
 _DIRECT_MODES = frozenset({"L", "LA", "RGB", "RGBA", "I", "F"}) | _UINT16_MODES
@@ -208,16 +209,21 @@ def _open_source(source: str | os.PathLike[str] | IO[bytes]) -> Iterator[tuple[s
     """Yield (name for messages, seekable binary stream positioned at the start)."""
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
-        if not path.exists():
-            raise ImageReadError(f"cannot read '{path}': no such file")
-        if path.is_dir():
-            raise ImageReadError(f"cannot read '{path}': it is a directory, not an image file")
         try:
             stream = path.open("rb")
         except OSError as exc:
-            raise ImageReadError(f"cannot read '{path}': {exc.strerror or exc}") from exc
+            if path.is_dir():
+                reason = "it is a directory, not an image file"
+            elif isinstance(exc, FileNotFoundError):
+                reason = "no such file"
+            else:
+                reason = exc.strerror or str(exc)
+            raise ImageReadError(f"cannot read '{path}': {reason}") from exc
         with stream:
-            yield str(path), stream
+            if os.fstat(stream.fileno()).st_size > _READ_WHOLE_BYTES:
+                yield str(path), stream
+            else:  # one read: Pillow would make dozens, each a system call
+                yield str(path), io.BytesIO(stream.read())
         return
     name = str(getattr(source, "name", "<stream>"))
     data = source.read()
