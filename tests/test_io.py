@@ -243,6 +243,24 @@ def test_jpeg_read_is_roughly_right(tmp_path: Path) -> None:
     assert np.abs(grey.astype(int) - rgb[:1]).mean() < 3
 
 
+@pytest.mark.parametrize("name", ["a.jpg", "a.png", "a.tif"])
+def test_large_files_are_decoded_from_the_file_itself(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    """Files up to a size are read whole before decoding, larger ones streamed from the open
+    file: both give the same pixels (and a truncated file fails the same way)."""
+    y, x = np.mgrid[0:40, 0:56]
+    rgb = np.stack([4 * x, 6 * y, (x * y) % 256]).astype(np.uint8)
+    write_image(tmp_path / name, rgb)
+    whole = read_image(tmp_path / name)
+    monkeypatch.setattr(imgrad_io, "_READ_WHOLE_BYTES", 0)
+    assert np.array_equal(read_image(tmp_path / name), whole)
+    data = (tmp_path / name).read_bytes()
+    (tmp_path / name).write_bytes(data[: len(data) // 2])
+    with pytest.raises(ImageReadError, match="truncated|corrupt"):
+        read_image(tmp_path / name)
+
+
 def test_gif_first_frame(tmp_path: Path) -> None:
     """An animated GIF gives its first frame (red), not the second (blue)."""
     first = Image.new("P", (4, 3))
