@@ -758,6 +758,11 @@ def test_luminance_under_torch_func_transforms():
     x_ = x.clone().requires_grad_()
     imgrad.sobel(x_, color="luminance").gx.sum().backward()
     assert torch.equal(grad, x_.grad)
+    # and torch.func.grad of the function is the module's backward, bit for bit
+    grad = torch.func.grad(lambda im: imgrad.gradient_magnitude(im).sum())(x)
+    x_ = x.clone().requires_grad_()
+    imgrad.GradientMagnitude()(x_).sum().backward()
+    assert torch.equal(grad, x_.grad)
 
 
 def test_nan_propagates_to_the_stencil_neighbourhood():
