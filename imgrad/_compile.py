@@ -3,8 +3,9 @@
 Compiling costs seconds (about 3 s per kernel here even when inductor's on-disk cache already
 holds it, 8 s cold), which a command on one image or a short script never earns back. So the
 default, ``IMGRAD_COMPILE=auto``, is the ski-rental rule: each kernel family runs eagerly (the
-same numbers, a few times slower) until its process has pushed :data:`AUTO_AFTER_PIXELS` pixels
-through it — about as long as compiling takes — and is compiled from then on. A long batch or a
+same numbers, a few times slower) until its process has pushed enough pixels through it that the
+extra eager time is about one compile (:data:`AUTO_AFTER_PIXELS`, or the family's own figure),
+and is compiled from then on. A long batch or a
 training loop therefore ends up compiled, while ``imgrad sobel in.png out.png`` never waits for a
 compiler. ``IMGRAD_COMPILE=1`` compiles at the first call (benchmarks, long-lived services),
 ``IMGRAD_COMPILE=0`` never compiles. A compiler failure warns once and the family stays eager.
@@ -23,17 +24,21 @@ import torch
 
 __all__ = ["AUTO_AFTER_PIXELS", "CompilePolicy", "inductor_options", "own_code", "standalone"]
 
-#: Pixels a kernel family runs eagerly before ``auto`` compiles it (eager costs ~3 ns/pixel
-#: more than compiled on this project's 2-core reference machine: 2**30 pixels ≈ 3 s).
+#: Pixels a kernel family runs eagerly before ``auto`` compiles it, unless the family sets its own
+#: (:class:`CompilePolicy`'s ``after_pixels``): eager cost ~3 ns/pixel more than compiled on this
+#: project's 2-core reference machine when this was set, so 2**30 pixels ≈ 3 s.
 AUTO_AFTER_PIXELS = 1 << 30
 MODES = ("auto", "0", "1")
 
 
 class CompilePolicy:
-    """Decides, call by call, whether one family of kernels runs compiled."""
+    """Decides, call by call, whether one family of kernels runs compiled: under ``auto``, once
+    ``after_pixels`` pixels went through it eagerly (set so that their extra eager time is about
+    one compile's)."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, after_pixels: int = AUTO_AFTER_PIXELS) -> None:
         self.name = name
+        self.after_pixels = after_pixels
         self.eager_pixels = 0
         self.failed = False
 
@@ -46,7 +51,7 @@ class CompilePolicy:
             raise ValueError(f"IMGRAD_COMPILE must be one of {', '.join(MODES)}; got {mode!r}")
         if mode != "auto":
             return mode == "1"
-        return self.eager_pixels >= AUTO_AFTER_PIXELS
+        return self.eager_pixels >= self.after_pixels
 
     def wants(self, pixels: int) -> bool:
         """Whether a call over ``pixels`` pixels should run compiled (counting eager work)."""

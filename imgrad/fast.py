@@ -64,8 +64,11 @@ from .operators import Operator, Stencil
 
 __all__ = ["POLICY", "Plan", "gradient_magnitude", "plan_for", "worthwhile"]
 
-#: Element budget of one eager strip's window (a few hundred KiB: L2-resident on typical CPUs).
-STRIP_ELEMENTS = 1 << 16
+#: Element budget of one eager strip's window (1 MiB of float32; the strip's few temporaries stay
+#: in L2/L3). Each strip costs a dozen operator calls of fixed overhead, so smaller strips lose
+#: more to calls than they gain in cache: on the reference machine 2**16 took 41 ms for a float32
+#: 4096² magnitude (2 threads), 2**18 26 ms, and 2**19 24-32 ms (worse on one thread).
+STRIP_ELEMENTS = 1 << 18
 #: Below this many pixels (the whole batch) an eager call takes the reference path instead: its
 #: few whole-image passes cost less than this path's fixed cost (the frame's small copies, the
 #: chunks) there: 0.19 ms against 0.42 ms for one 256² image on the reference machine; at 512²
@@ -186,8 +189,11 @@ def _dynamic_sizes_only() -> Iterator[None]:
         yield
 
 
-#: Compile or not: :mod:`imgrad._compile`'s amortised rule, for all magnitude kernels.
-POLICY = CompilePolicy("the gradient magnitude")
+#: Compile or not: :mod:`imgrad._compile`'s amortised rule, for all magnitude kernels. Eager
+#: strips cost ~1.1 ns/pixel more than the compiled kernel on the reference machine (float32
+#: 4096²: 21-28 ms against 8 ms; 16 x 256²: 1.9 against 0.9 ms), and a compile with inductor's
+#: cache warm takes 2.7-3.0 s: 2**31 pixels of eager work is about one compile.
+POLICY = CompilePolicy("the gradient magnitude", after_pixels=1 << 31)
 
 
 def _compiled(plan: Plan, src: torch.Tensor) -> Kernel:

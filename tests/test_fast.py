@@ -301,13 +301,16 @@ def test_luminance_takes_the_fast_path_with_the_same_bits(dtype, shape, monkeypa
 
 
 def test_auto_policy_compiles_only_after_enough_eager_work(monkeypatch) -> None:
-    """IMGRAD_COMPILE=auto: eager until AUTO_AFTER_PIXELS pixels went through, then compiled;
-    0 never, 1 at once; anything else is refused with the accepted values."""
+    """IMGRAD_COMPILE=auto: eager until AUTO_AFTER_PIXELS pixels (or the family's own figure)
+    went through, then compiled; 0 never, 1 at once; anything else is refused with the accepted
+    values."""
     monkeypatch.delenv("IMGRAD_COMPILE", raising=False)
     policy = CompilePolicy("test")
     assert not policy.wants(AUTO_AFTER_PIXELS - 1)
     assert not policy.wants(1)  # reaches the budget: this call still eager
     assert policy.wants(1) and policy.wants(10)
+    own = CompilePolicy("own", after_pixels=100)
+    assert not own.wants(99) and not own.wants(1) and own.wants(1)
     monkeypatch.setenv("IMGRAD_COMPILE", "0")
     assert not policy.wants(1)
     monkeypatch.setenv("IMGRAD_COMPILE", "1")
