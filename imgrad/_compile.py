@@ -5,10 +5,10 @@ holds it, 8 s cold), which a command on one image or a short script never earns 
 default, ``IMGRAD_COMPILE=auto``, is the ski-rental rule: each kernel family runs eagerly (the
 same numbers, a few times slower) until its process has pushed enough pixels through it that the
 extra eager time is about one compile (:data:`AUTO_AFTER_PIXELS`, or the family's own figure),
-and is compiled from then on. A long batch or a
-training loop therefore ends up compiled, while ``imgrad sobel in.png out.png`` never waits for a
-compiler. ``IMGRAD_COMPILE=1`` compiles at the first call (benchmarks, long-lived services),
-``IMGRAD_COMPILE=0`` never compiles. A compiler failure warns once and the family stays eager.
+and is compiled from then on. A long batch or a training loop therefore ends up compiled, while
+``imgrad sobel in.png out.png`` never waits for a compiler. ``IMGRAD_COMPILE=1`` compiles at the
+first call (benchmarks, long-lived services), ``IMGRAD_COMPILE=0`` never compiles. A compiler
+failure warns once and the family stays eager.
 """
 
 from __future__ import annotations
