@@ -23,6 +23,9 @@ import torch
 
 __all__ = ["Prepared", "prepare", "compute_dtype"]
 
+#: What counts as a number in an option: Python and numpy integers and floats, never a bool.
+REAL_TYPES = (int, float, np.integer, np.floating)
+
 _FLOAT = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 _SMALL_INT = (torch.uint8, torch.int8, torch.int16, torch.uint16)
 _LARGE_INT = (torch.int32, torch.int64, torch.uint32, torch.uint64)
@@ -75,18 +78,22 @@ def to_tensor(image: Any, name: str) -> tuple[torch.Tensor, str]:
             raise TypeError(f"{name}: complex images are not supported (got {image.dtype})")
         if image.dtype.kind not in "uif":
             raise TypeError(f"{name}: unsupported numpy dtype {image.dtype}")
+        if not image.dtype.isnative:  # big-endian data (FITS, some TIFFs): torch needs native
+            image = image.astype(image.dtype.newbyteorder("="))
         array = np.ascontiguousarray(image)
         if not array.flags.writeable:  # torch warns on read-only memory (np.broadcast_to, ...)
             array = array.copy()
         return torch.from_numpy(array), "numpy"
-    try:
-        from PIL import Image
-    except ImportError:  # pragma: no cover - pillow is a dependency
-        Image = None
-    if Image is not None and isinstance(image, Image.Image):
-        array = np.array(image)  # a writable copy: np.asarray of a PIL image is read-only
-        if array.dtype == np.bool_:
-            array = array.astype(np.uint8) * 255
+    from PIL import Image
+
+    if isinstance(image, Image.Image):
+        from .io import pillow_direct
+
+        # palette, CMYK, bilevel, ...: the picture's values, not palette indices or raw bands
+        im = pillow_direct(image, name)
+        array = np.array(im)  # a writable copy: np.asarray of a PIL image is read-only
+        if not array.dtype.isnative:  # I;16B
+            array = array.astype(array.dtype.newbyteorder("="))
         array = array[None] if array.ndim == 2 else np.moveaxis(array, -1, 0)
         return torch.from_numpy(np.ascontiguousarray(array)), "pil"
     raise TypeError(
@@ -128,6 +135,26 @@ def prepare(
     rank = t.dim()
     t4 = t.reshape((1,) * (4 - rank) + tuple(t.shape)) if rank < 4 else t
     return Prepared(t4.to(cdtype) if cast else t4, rank, kind, out_dtype)
+
+
+def is_real(value: Any) -> bool:
+    """Whether ``value`` is a real number (Python or numpy scalar), bools excluded."""
+    return isinstance(value, REAL_TYPES) and not isinstance(value, (bool, np.bool_))
+
+
+def is_integer(value: Any) -> bool:
+    """Whether ``value`` is an integer (Python or numpy scalar), bools excluded."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def real_number(value: Any, name: str) -> float:
+    """``value`` as a float; ``TypeError`` unless it is a real number, ``ValueError`` if NaN."""
+    if not is_real(value):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    value = float(value)
+    if value != value:
+        raise ValueError(f"{name} must not be NaN")
+    return value
 
 
 def check_choice(value: Any, name: str, choices: tuple[str, ...]) -> str:

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._compile import CompilePolicy, inductor_options, own_code, standalone
-from ._input import check_choice, compute_dtype, prepare, to_tensor
+from ._input import check_choice, compute_dtype, is_real, prepare, to_tensor
 from ._memory import scratch
 from .engine import correlate, pad, sqrt_rn
 from .gradients import first_derivatives_extended, luminance, orientation
@@ -110,7 +110,7 @@ class CannySpec:
         if not isinstance(l2gradient, bool):
             raise TypeError(f"l2gradient must be True or False, got {l2gradient!r}")
         if sigma is not None:
-            if isinstance(sigma, bool) or not isinstance(sigma, (int, float)):
+            if not is_real(sigma):
                 raise TypeError(f"sigma must be a number or None, got {type(sigma).__name__}")
             if not (sigma > 0 and math.isfinite(sigma)):
                 raise ValueError(f"sigma must be positive and finite, got {sigma!r}")
@@ -124,7 +124,7 @@ class CannySpec:
         for name, value in (("low", low), ("high", high)):
             if value is None:
                 continue
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
+            if not is_real(value):
                 raise TypeError(f"{name} must be a number, got {type(value).__name__}")
             if math.isnan(value):
                 raise ValueError(f"{name} must not be NaN")

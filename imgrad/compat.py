@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
-from ._input import prepare
+from ._input import is_real, prepare
 from ._memory import CHUNK_ELEMENTS, empty
 from .engine import correlate
 from .gradients import Gradients
@@ -32,8 +33,8 @@ def _dims(t: torch.Tensor, dim: int | Sequence[int] | None) -> list[int]:
 
 def _spacings(t: torch.Tensor, spacing: Any, dims: list[int]) -> list[Any]:
     """One entry per dim: a Python number (uniform step) or a 1-D coordinate tensor."""
-    if isinstance(spacing, (int, float)) and not isinstance(spacing, bool):
-        return [spacing] * len(dims)
+    if is_real(spacing):
+        return [_python_number(spacing)] * len(dims)
     if isinstance(spacing, torch.Tensor) and spacing.dim() == 0:
         return [spacing.item()] * len(dims)
     if not isinstance(spacing, (list, tuple)):
@@ -55,11 +56,16 @@ def _spacings(t: torch.Tensor, spacing: Any, dims: list[int]) -> list[Any]:
             out.append(s)
         elif isinstance(s, torch.Tensor) and s.dim() == 0:
             out.append(s.item())
-        elif isinstance(s, (int, float)) and not isinstance(s, bool):
-            out.append(s)
+        elif is_real(s):
+            out.append(_python_number(s))
         else:
             raise TypeError(f"spacing for dim {d} must be a number or a 1-D tensor; got {s!r}")
     return out
+
+
+def _python_number(value: Any) -> Any:
+    """A numpy scalar as the Python number torch.gradient would be given."""
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def _uniform(f: torch.Tensor, d: int, h: float, edge_order: int) -> torch.Tensor:

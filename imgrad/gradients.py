@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from . import _memory, fast
-from ._input import Prepared, check_choice, compute_dtype, prepare
+from ._input import Prepared, check_choice, compute_dtype, is_real, prepare
 from ._memory import empty
 from .engine import check_border, correlate, extend, sqrt_rn
 from .operators import Operator, Stencil, get_operator
@@ -75,7 +75,7 @@ class SecondDerivatives(NamedTuple):
 
 def _spacing(spacing: float | tuple[float, float], normalized: bool) -> tuple[float, float]:
     """``(sy, sx)`` from a scalar or a pair; spacing is a property of normalised output only."""
-    if isinstance(spacing, (int, float)) and not isinstance(spacing, bool):
+    if is_real(spacing):
         pair = (float(spacing), float(spacing))
     elif isinstance(spacing, (tuple, list)) and len(spacing) == 2:
         pair = (float(spacing[0]), float(spacing[1]))
@@ -234,7 +234,7 @@ def max_channel(
     This is how OpenCV's Canny treats colour images. Inputs ``(N, C, H, W)``, outputs
     ``(N, 1, H, W)``.
     """
-    score = _norm(gy, gx, check_choice(norm, "norm", NORMS))
+    score = vector_norm(gy, gx, check_choice(norm, "norm", NORMS))
     index = score.argmax(dim=1, keepdim=True)
     return gy.gather(1, index), gx.gather(1, index)
 
@@ -281,12 +281,21 @@ class GradientSpec:
 
 
 def first_order(
-    image: Any, spec: GradientSpec, nan_policy: str = "propagate", taps: Taps | None = None
-) -> Gradients:
-    """The body of :func:`spatial_gradient` and :class:`imgrad.SpatialGradient`."""
+    image: Any,
+    spec: GradientSpec,
+    nan_policy: str = "propagate",
+    taps: Taps | None = None,
+    norm: str | None = None,
+) -> Any:
+    """The body of :func:`spatial_gradient` and :class:`imgrad.SpatialGradient`, and with a
+    ``norm`` that of the reference path of :func:`gradient_magnitude` and of
+    :class:`imgrad.GradientMagnitude`: the norm of the unrounded ``gy``, ``gx`` in the compute
+    dtype, rounded once to the output dtype (half precision)."""
     prepared = spec.prepare(image, nan_policy)
     raw = first_derivatives(prepared.image, spec.op, spec.border, spec.border_value, taps)
     gy, gx = finish_first(*raw, spec)
+    if norm is not None:
+        return prepared.restore(vector_norm(gy, gx, norm))
     return Gradients(prepared.restore(gy), prepared.restore(gx))
 
 
@@ -450,7 +459,8 @@ def laplacian(
 # --------------------------------------------------------------------------- magnitude, angle
 
 
-def _norm(gy: torch.Tensor, gx: torch.Tensor, norm: str) -> torch.Tensor:
+def vector_norm(gy: torch.Tensor, gx: torch.Tensor, norm: str) -> torch.Tensor:
+    """The ``norm`` of the gradient vectors, in the dtype of ``gy`` and ``gx``."""
     if norm == "l1":
         return gy.abs() + gx.abs()
     squared = gy * gy + gx * gx
@@ -468,10 +478,16 @@ def _as_pair(gradients: Any) -> tuple[torch.Tensor, torch.Tensor, bool]:
         raise TypeError("expected Gradients(gy, gx) or a (gy, gx) pair of tensors/arrays")
     gy, gx = gradients
     is_numpy = isinstance(gy, np.ndarray)
+    container = np.ndarray if is_numpy else torch.Tensor
+    if not (isinstance(gy, container) and isinstance(gx, container)):
+        raise TypeError(
+            f"gy and gx must be both tensors or both numpy arrays; got {type(gy).__name__} "
+            f"and {type(gx).__name__}"
+        )
     if is_numpy:
-        gy, gx = torch.from_numpy(np.asarray(gy)), torch.from_numpy(np.asarray(gx))
-    if not (isinstance(gy, torch.Tensor) and isinstance(gx, torch.Tensor)):
-        raise TypeError(f"gy and gx must be tensors or arrays; got {type(gy).__name__}")
+        gy, gx = (
+            torch.from_numpy(np.ascontiguousarray(g, g.dtype.newbyteorder("="))) for g in (gy, gx)
+        )
     if gy.shape != gx.shape:
         raise ValueError(f"gy and gx shapes differ: {tuple(gy.shape)} vs {tuple(gx.shape)}")
     if not (gy.is_floating_point() and gx.is_floating_point()):
@@ -487,13 +503,15 @@ def _wide(t: torch.Tensor) -> torch.Tensor:
 def magnitude(gradients: Any, norm: str = "l2") -> Any:
     """Gradient magnitude: ``"l2"`` sqrt(gy² + gx²), ``"l1"`` \\|gy\\| + \\|gx\\|, or ``"squared"``.
 
-    The L2 magnitude is exact (0 on a flat image, no eps) and its gradient is finite everywhere:
-    0 where the gradient vector is 0. Half-precision inputs are computed in float32 and rounded
-    once to their dtype.
+    The L2 magnitude is exact (0 on a flat image, no eps; the correctly rounded square root) and
+    its gradient is finite everywhere: 0 where the gradient vector is 0. It is computed without
+    scaling, as OpenCV's ``magnitude``: float32 squares overflow above about 1.8e19 and vanish
+    below about 1e-23. Half-precision inputs are computed in float32 and rounded once to their
+    dtype.
     """
     check_choice(norm, "norm", NORMS)
     gy, gx, is_numpy = _as_pair(gradients)
-    out = _norm(_wide(gy), _wide(gx), norm).to(gy.dtype)
+    out = vector_norm(_wide(gy), _wide(gx), norm).to(gy.dtype)
     return out.numpy(force=True) if is_numpy else out
 
 
@@ -545,11 +563,15 @@ def gradient_magnitude(
 ) -> Any:
     """``magnitude(spatial_gradient(image, operator, **options), norm)`` in one call.
 
+    Half-precision input (float16, bfloat16) is computed in float32 and rounded once at the end,
+    where the two-call form rounds ``gy`` and ``gx`` to half before the magnitude; for every
+    other dtype the two forms give the same bits.
+
     Without autograd (no input that requires grad, or grad mode off) this runs the fused path of
     :mod:`imgrad.fast`: one pass over the image, no full-size temporaries, the same bits (small
     images run eagerly take the reference path, which is faster for them).
-    ``color="luminance"`` takes it too (after one pass to make the luma image), except for half
-    precision input; ``color="max"`` and ``nan_policy="raise"`` take the reference path.
+    ``color="luminance"`` takes it too (after one pass to make the luma image);
+    ``color="max"`` and ``nan_policy="raise"`` take the reference path.
     """
     check_choice(norm, "norm", NORMS)
     spec = GradientSpec.build(operator, **options)
@@ -561,11 +583,9 @@ def gradient_magnitude(
         source, finish = image, None
         if spec.color == "luminance":
             prepared = spec.prepare(image, nan_policy)
-            # half input: the reference rounds gy, gx to half before the magnitude; not fused
-            same_dtype = prepared.image.dtype == prepared.out_dtype
-            source, finish = (prepared.image, prepared.restore) if same_dtype else (None, None)
-        plan = None if source is None else fast.plan_for(source, spec.op, norm, divisors)
+            source, finish = prepared.image, prepared.restore
+        plan = fast.plan_for(source, spec.op, norm, divisors)
         if plan is not None and fast.worthwhile(source):
             result = fast.gradient_magnitude(source, plan, spec.border, spec.border_value)
             return finish(result) if finish is not None else result
-    return magnitude(first_order(image, spec, nan_policy), norm)
+    return first_order(image, spec, nan_policy, norm=norm)

@@ -340,19 +340,25 @@ def _png16_colour_pixels(im: Image.Image, stream: IO[bytes], rawmode: str) -> np
     return (high << 8) | low
 
 
+def pillow_direct(im: Image.Image, what: str) -> Image.Image:
+    """``im`` in a mode whose samples are the picture's values: bilevel ("1") becomes L 0/255,
+    palette, CMYK, YCbCr, ... become RGB, or RGBA if they have alpha or a transparent colour;
+    L, LA, RGB, RGBA, I, F and the 16-bit modes are kept. ``what`` names the image in errors."""
+    if im.mode == "1":
+        return im.convert("L")
+    if im.mode in _DIRECT_MODES:
+        return im
+    bands = im.getbands()
+    has_alpha = "A" in bands or "a" in bands or "transparency" in im.info
+    try:
+        return im.convert("RGBA" if has_alpha else "RGB")
+    except ValueError as exc:
+        raise ImageReadError(f"{what}: unsupported image mode {im.mode!r} ({exc})") from exc
+
+
 def _pillow_pixels(im: Image.Image, name: str) -> np.ndarray:
     """(H, W, C) array of a loaded Pillow image, with C in {1, 2, 3, 4}."""
-    if im.mode == "1":
-        im = im.convert("L")  # 0/255
-    elif im.mode not in _DIRECT_MODES:
-        bands = im.getbands()
-        has_alpha = "A" in bands or "a" in bands or "transparency" in im.info
-        try:
-            im = im.convert("RGBA" if has_alpha else "RGB")
-        except ValueError as exc:
-            raise ImageReadError(
-                f"cannot read '{name}': unsupported image mode {im.mode!r} ({exc})"
-            ) from exc
+    im = pillow_direct(im, f"cannot read '{name}'")
     if im.mode in _BAND_PACKED_MODES:
         # band by band into (C, H, W), returned as its (H, W, C) view: the (C, H, W) result then
         # needs no strided transposing copy (read_image of a 4096² RGB JPEG in a fresh process:

@@ -9,18 +9,18 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from . import thresholds
-from ._input import check_choice
+from ._input import check_choice, real_number
 from .gradients import (
     NORMS,
     Gradients,
     GradientSpec,
     SecondDerivatives,
     first_order,
-    magnitude,
     orientation,
     second_order,
 )
@@ -145,7 +145,8 @@ class GradientMagnitude(nn.Module):
         self.norm = check_choice(norm, "norm", NORMS)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return magnitude(self.gradient(image), self.norm)
+        gradient = self.gradient
+        return first_order(image, gradient.spec, taps=gradient.taps(), norm=self.norm)
 
     def extra_repr(self) -> str:
         return f"norm={self.norm!r}"
@@ -172,6 +173,15 @@ class Orientation(nn.Module):
 # --------------------------------------------------------------------------- threshold stage
 
 
+def _threshold_value(value: Any, name: str) -> Any:
+    """A threshold checked when a module is built: a number, or one per image (no NaN)."""
+    if isinstance(value, (torch.Tensor, np.ndarray)):
+        if torch.isnan(torch.as_tensor(value, dtype=torch.float64)).any():
+            raise ValueError(f"{name} must not be NaN")
+        return value
+    return real_number(value, name)
+
+
 class Threshold(nn.Module):
     """Boolean mask of a magnitude map: one of the threshold stage's rules, as a module.
 
@@ -184,9 +194,13 @@ class Threshold(nn.Module):
         self, value: float | None = None, *, ratio: float | None = None, otsu: bool = False
     ) -> None:
         super().__init__()
-        if (value is not None) + (ratio is not None) + bool(otsu) != 1:
+        if not isinstance(otsu, bool):
+            raise TypeError(f"otsu must be True or False, got {otsu!r}")
+        if (value is not None) + (ratio is not None) + otsu != 1:
             raise ValueError("give exactly one of value=, ratio= or otsu=True")
-        self.value, self.ratio, self.otsu = value, ratio, otsu
+        self.value = None if value is None else _threshold_value(value, "value")
+        self.ratio = None if ratio is None else _threshold_value(ratio, "ratio")
+        self.otsu = otsu
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.value is not None:
@@ -208,7 +222,10 @@ class HysteresisThreshold(nn.Module):
         super().__init__()
         if connectivity not in (4, 8) or isinstance(connectivity, bool):
             raise ValueError(f"connectivity must be 4 or 8, got {connectivity!r}")
-        self.low, self.high, self.connectivity = float(low), float(high), connectivity
+        self.low, self.high = real_number(low, "low"), real_number(high, "high")
+        if self.low > self.high:
+            raise ValueError(f"low must not exceed high; got low={low!r}, high={high!r}")
+        self.connectivity = int(connectivity)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return thresholds.hysteresis_threshold(x, self.low, self.high, self.connectivity)

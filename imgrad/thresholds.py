@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ._input import Prepared, prepare, to_tensor
+from ._input import Prepared, is_integer, prepare, real_number, to_tensor
 
 __all__ = [
     "hysteresis_threshold",
@@ -48,18 +48,11 @@ def _prepare_raw(x: Any, name: str) -> tuple[torch.Tensor, Prepared]:
         raise ValueError(
             f"{name} must have shape (H, W), (C, H, W) or (N, C, H, W); got {tuple(t.shape)}"
         )
+    if t.numel() == 0:
+        raise ValueError(f"{name} is empty: shape {tuple(t.shape)}")
     prepared = prepare(t[..., :1, :1], name=name)  # validates the dtype, cheaply
     prepared.kind = kind
     return t.reshape((1,) * (4 - t.dim()) + tuple(t.shape)), prepared
-
-
-def _number(value: Any, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    value = float(value)
-    if value != value:
-        raise ValueError(f"{name} must not be NaN")
-    return value
 
 
 def _per_image(value: Any, name: str, n: int, device: torch.device) -> torch.Tensor:
@@ -71,7 +64,7 @@ def _per_image(value: Any, name: str, n: int, device: torch.device) -> torch.Ten
         if bool(torch.isnan(t).any()):
             raise ValueError(f"{name} must not be NaN")
         return t.expand(n).reshape(n, 1, 1, 1)
-    return torch.full((n, 1, 1, 1), _number(value, name), dtype=torch.float64, device=device)
+    return torch.full((n, 1, 1, 1), real_number(value, name), dtype=torch.float64, device=device)
 
 
 def _above(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -159,7 +152,8 @@ def otsu_threshold(x: Any, bins: int | None = None) -> torch.Tensor:
         Histogram bins for floating data (default 256). Integer data always use one bin per
         integer value and refuse ``bins``: uint8 gives 256 bins and equals
         ``cv2.threshold(x, 0, 255, THRESH_OTSU)`` and ``skimage.filters.threshold_otsu``; uint16
-        gives 65536 bins and equals OpenCV 5's 16-bit Otsu and scikit-image.
+        gives 65536 bins and equals OpenCV 5's 16-bit Otsu (exact; scikit-image's float
+        arithmetic can land a few levels away on photographs).
 
     Returns
     -------
@@ -176,13 +170,12 @@ def otsu_threshold(x: Any, bins: int | None = None) -> torch.Tensor:
     t, _ = _prepare_raw(x, "x")
     n = t.shape[0]
     flat = t.reshape(n, -1)
-    if flat.shape[1] == 0:
-        raise ValueError("x is empty: Otsu's threshold needs at least one pixel per image")
     if t.is_floating_point():
         if bins is None:
             bins = 256
-        if isinstance(bins, bool) or not isinstance(bins, int) or bins < 2:
+        if not is_integer(bins) or bins < 2:
             raise ValueError(f"bins must be an integer >= 2, got {bins!r}")
+        bins = int(bins)
         if bool(torch.isnan(flat).any()):
             raise ValueError("x contains NaN: Otsu's threshold is undefined")
         data = flat.to(torch.float64)

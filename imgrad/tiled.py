@@ -17,7 +17,7 @@ Local (one pass; the result at a pixel depends on its neighbourhood only):
 stage          equals, on the whole image
 =============  ==============================================================================
 gy, gx         ``spatial_gradient(image, operator, ...).gy`` / ``.gx``
-magnitude      ``magnitude(spatial_gradient(image, ...), norm)``
+magnitude      ``gradient_magnitude(image, ..., norm=norm)``
 orientation    ``orientation(spatial_gradient(image, ...), degrees=..., signed=...)``
 gyy, gxy, gxx  ``second_derivatives(image, operator, ...).gyy`` / ``.gxy`` / ``.gxx``
 laplacian      ``gxx + gyy`` of the same call (``imgrad.laplacian(image, ksize)`` for Sobel)
@@ -76,7 +76,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ._input import compute_dtype, result_dtype
+from ._input import compute_dtype, is_integer, result_dtype
 from .engine import border_index
 from .gradients import (
     NORMS,
@@ -86,9 +86,9 @@ from .gradients import (
     finish_second,
     first_derivatives_extended,
     luminance,
-    magnitude,
     orientation,
     second_derivatives_extended,
+    vector_norm,
 )
 from .thresholds import otsu_index
 from .thresholds import threshold as threshold_mask
@@ -177,6 +177,11 @@ class ArraySource(Source):
 
     def __init__(self, image: np.ndarray | torch.Tensor):
         if isinstance(image, torch.Tensor):
+            if image.dtype == torch.bfloat16:  # the tiles are numpy arrays
+                raise TypeError(
+                    "process_huge works on numpy-compatible dtypes and bfloat16 has none; "
+                    "pass image.float() (or compute a tensor that fits in memory directly)"
+                )
             self.kind = "tensor"
             array = image.detach().cpu().numpy()
         else:
@@ -416,14 +421,12 @@ def stage_values(job: TileJob, xp: torch.Tensor, stage: str | None = None) -> to
         gyy, gxy, gxx = (g.to(out_dtype) for g in finish_second(*raw, spec))
         return {"gyy": gyy, "gxy": gxy, "gxx": gxx}.get(stage, gxx + gyy)
     gy, gx = finish_first(*first_derivatives_extended(xp, spec.op, job.halo), spec)
-    gy, gx = gy.to(out_dtype), gx.to(out_dtype)
-    if stage == "gy":
-        return gy
-    if stage == "gx":
-        return gx
-    if stage == "orientation":
-        return orientation(Gradients(gy, gx), degrees=job.degrees, signed=job.signed)
-    values = magnitude(Gradients(gy, gx), job.norm)
+    if stage in ("gy", "gx", "orientation"):
+        gy, gx = gy.to(out_dtype), gx.to(out_dtype)
+        if stage == "orientation":
+            return orientation(Gradients(gy, gx), degrees=job.degrees, signed=job.signed)
+        return gy if stage == "gy" else gx
+    values = vector_norm(gy, gx, job.norm).to(out_dtype)  # as gradient_magnitude: rounded once
     if stage == "threshold":
         assert job.threshold is not None, "the threshold is resolved before the last pass"
         return threshold_mask(values, job.threshold)
@@ -626,14 +629,18 @@ def check_tile(
 ) -> tuple[int, int]:
     """``tile`` as ``(rows, columns)``, checked: positive ints, multiples of 16 for a TIFF
     ``dst`` (``ValueError`` quoting the bad value)."""
-    pair = (tile, tile) if isinstance(tile, int) else tuple(tile)
-    if len(pair) != 2 or not all(isinstance(t, int) and not isinstance(t, bool) for t in pair):
+    if is_integer(tile):
+        pair: tuple[Any, ...] = (tile, tile)
+    else:
+        pair = tuple(tile) if isinstance(tile, (tuple, list)) else ()
+    if len(pair) != 2 or not all(is_integer(t) for t in pair):
         raise ValueError(f"tile must be an int or a (rows, columns) pair of ints; got {tile!r}")
-    if min(pair) < 1:
+    rows, cols = int(pair[0]), int(pair[1])
+    if min(rows, cols) < 1:
         raise ValueError(f"tile sizes must be positive; got {tile!r}")
-    if _destination_kind(dst) == "tiff" and (pair[0] % 16 or pair[1] % 16):
+    if _destination_kind(dst) == "tiff" and (rows % 16 or cols % 16):
         raise ValueError(f"TIFF tiles must be multiples of 16; got tile={tile!r}")
-    return pair  # type: ignore[return-value]
+    return rows, cols
 
 
 def _destination_kind(dst: str | os.PathLike[str] | None) -> str:
@@ -692,7 +699,7 @@ def _threshold_options(
         raise ValueError("stage='threshold' needs exactly one of threshold=, ratio= or otsu=True")
     if bins is not None and not chosen == ["otsu"]:
         raise ValueError("bins applies to otsu=True only")
-    if bins is not None and (isinstance(bins, bool) or not isinstance(bins, int) or bins < 2):
+    if bins is not None and (not is_integer(bins) or bins < 2):
         raise ValueError(f"bins must be an integer >= 2, got {bins!r}")
     return chosen[0]
 

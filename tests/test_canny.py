@@ -163,12 +163,22 @@ def test_bad_inputs():
         canny(x, 1, 2, sigma=-1)
     with pytest.raises(TypeError, match="low must be a number, got str"):
         canny(x, "1", 2)
+    with pytest.raises(TypeError, match="high must be a number, got bool"):
+        canny(x, 1, np.bool_(True))
     with pytest.raises(TypeError, match="bool images are not supported"):
         canny(x > 0, 1, 2)
     with pytest.raises(TypeError, match="l2gradient must be True or False"):
         Canny(1, 2, l2gradient=1)
     with pytest.raises(ValueError, match="color='luminance' needs 3 channels"):
         canny(torch.zeros(2, 8, 8), 1, 2, color="luminance")
+
+
+def test_numpy_numbers_as_thresholds_and_sigma():
+    """Thresholds computed with numpy (np.int64, np.float32) work like Python numbers."""
+    a = chw(as_stored(PHOTOS[0]))
+    assert np.array_equal(canny(a, np.int64(50), np.float32(150)), canny(a, 50, 150))
+    blurred = canny(a, 0.1, 0.3, thresholds="relative", sigma=np.float64(1.5))
+    assert np.array_equal(blurred, canny(a, 0.1, 0.3, thresholds="relative", sigma=1.5))
 
 
 @CUDA

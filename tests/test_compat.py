@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from conftest import check_contract, make_image
@@ -80,6 +81,13 @@ def test_gradient_equals_torch_coordinates(shape, dtype, edge_order, coord_dtype
     coords = [_coords(shape[d], seed=d, dtype=coord_dtype) for d in dims]
     kw = {"spacing": coords, "dim": dims, "edge_order": edge_order}
     assert_same(imgrad.gradient(x, **kw), torch.gradient(x, **kw))
+
+
+@pytest.mark.parametrize("spacing", [np.float32(2), [np.float64(0.5)], [np.int64(3)]], ids=str)
+def test_gradient_takes_numpy_numbers_as_torch_does(spacing):
+    t = torch.tensor([1.0, 2, 4, 7, 11, 16])
+    (got,), (want,) = imgrad.gradient(t, spacing=spacing), torch.gradient(t, spacing=spacing)
+    assert torch.equal(got, want)
 
 
 def test_gradient_two_samples_with_coordinates():

@@ -81,6 +81,22 @@ def test_magnitude_gradcheck(norm):
 
 
 @pytest.mark.parametrize("half", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("grad", [False, True], ids=["fast", "autograd"])
+def test_gradient_magnitude_of_half_precision_is_rounded_once(half, grad, monkeypatch):
+    """float16/bfloat16 images: the float32 magnitude rounded once, on the fast path and the
+    autograd (reference) path alike, and in the module; the two-call form rounds gy, gx to half
+    first, which moves some pixels by an ulp (so the test can tell the two apart)."""
+    monkeypatch.setattr(imgrad.fast, "EAGER_MIN_PIXELS", 0)  # the fast path for a small image
+    x = (torch.rand(1, 1, 64, 64, generator=torch.Generator().manual_seed(0)) * 200).to(half)
+    want = imgrad.gradient_magnitude(x.float()).to(half)
+    got = imgrad.gradient_magnitude(x.requires_grad_(grad))
+    assert got.dtype == half and torch.equal(got.detach(), want)
+    assert torch.equal(imgrad.GradientMagnitude()(x).detach(), want)
+    two_calls = imgrad.magnitude(imgrad.sobel(x.detach()))
+    assert (two_calls != want).sum() > 100
+
+
+@pytest.mark.parametrize("half", [torch.float16, torch.bfloat16])
 def test_magnitude_half_precision_widened(half):
     """300² + 400² overflows float16; computed in float32 the result 500 is exact."""
     m = imgrad.magnitude(_pair([300.0], [400.0], half))
@@ -130,8 +146,16 @@ def test_magnitude_errors():
         imgrad.magnitude((torch.zeros(2, dtype=torch.int32), torch.zeros(2, dtype=torch.int32)))
     with pytest.raises(TypeError, match=r"expected Gradients\(gy, gx\)"):
         imgrad.magnitude(torch.zeros(2, 3))
-    with pytest.raises(TypeError, match=r"must be tensors or arrays"):
+    with pytest.raises(TypeError, match=r"both tensors or both numpy arrays; got list and list"):
         imgrad.magnitude(([1.0], [2.0]))
+    with pytest.raises(TypeError, match=r"got Tensor and ndarray"):
+        imgrad.magnitude((torch.ones(3, 3), np.ones((3, 3))))
+
+
+def test_magnitude_of_big_endian_arrays():
+    """Non-native byte order (FITS data) is read as its values."""
+    gy, gx = np.full((2, 2), 3.0, ">f4"), np.full((2, 2), 4.0, ">f8")
+    assert imgrad.magnitude((gy, gx)).tolist() == [[5.0, 5.0], [5.0, 5.0]]
 
 
 # --------------------------------------------------------------------------- orientation

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import pytest
 import torch
 from conftest import check_contract, make_image
@@ -327,11 +330,38 @@ def test_threshold_stage_in_a_sequential():
         (lambda: imgrad.Threshold(), "exactly one of"),
         (lambda: imgrad.Threshold(1.0, ratio=0.5), "exactly one of"),
         (lambda: imgrad.HysteresisThreshold(1, 2, connectivity=6), "connectivity must be 4 or 8"),
+        (lambda: imgrad.HysteresisThreshold(200, 100), "low must not exceed high"),
+        (lambda: imgrad.HysteresisThreshold(math.nan, 1), "low must not be NaN"),
+        (lambda: imgrad.Threshold(ratio=math.nan), "ratio must not be NaN"),
+        (lambda: imgrad.Threshold(torch.tensor([1.0, math.nan])), "value must not be NaN"),
     ],
 )
 def test_threshold_modules_reject_bad_options(build, message):
+    """At build time, not at the first forward."""
     with pytest.raises(ValueError, match=message):
         build()
+
+
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        (lambda: imgrad.Threshold(value="a"), "value must be a real number, got str"),
+        (lambda: imgrad.HysteresisThreshold("1", 2), "low must be a real number, got str"),
+        (lambda: imgrad.Threshold(otsu=1), "otsu must be True or False"),
+    ],
+)
+def test_threshold_modules_reject_bad_types(build, message):
+    with pytest.raises(TypeError, match=message):
+        build()
+
+
+def test_threshold_modules_take_numpy_numbers_and_per_image_values():
+    x = torch.arange(2 * 16, dtype=torch.float32).reshape(2, 1, 4, 4)
+    assert torch.equal(imgrad.Threshold(np.float32(20))(x), x > 20)
+    per_image = imgrad.Threshold(torch.tensor([3.0, 30.0]))(x)
+    assert torch.equal(per_image, x > torch.tensor([3.0, 30.0]).reshape(2, 1, 1, 1))
+    band = imgrad.HysteresisThreshold(np.int64(5), np.float64(9.5))(x[:1])
+    assert torch.equal(band, x[:1] > 5)  # a ramp: every pixel above 5 touches one above 9.5
 
 
 def test_threshold_module_repr():

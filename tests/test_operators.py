@@ -701,6 +701,45 @@ def test_pil_in_tensor_out():
     assert torch.equal(g.gx[2], -imgrad.sobel(torch.from_numpy(arr)).gx)
 
 
+def test_pil_modes_give_the_pictures_values():
+    """Palette images give the gradients of their colours (not of palette indices), bilevel
+    images 0/255, big-endian 16-bit images their values: as the files' reader does."""
+    pil = pytest.importorskip("PIL.Image")
+    ramp = np.tile(np.arange(0, 256, 16, dtype=np.uint8), (8, 1))
+    rgb = pil.fromarray(np.stack([ramp, ramp, ramp], axis=-1))
+    palette = rgb.quantize(16)
+    assert palette.mode == "P"
+    colours = np.array(palette.convert("RGB"))
+    assert torch.equal(
+        imgrad.sobel(palette).gx, imgrad.sobel(torch.from_numpy(colours).permute(2, 0, 1)).gx
+    )
+    assert imgrad.sobel(palette).gx[0, 3, 1] == 8 * 16  # 16 per column, Sobel gain 8
+    bilevel = pil.fromarray(ramp > 100)
+    want = imgrad.sobel(torch.from_numpy((ramp > 100) * np.float32(255))).gx
+    assert torch.equal(imgrad.sobel(bilevel).gx[0], want)
+    deep = pil.new("I;16B", (6, 4))
+    deep.putdata([257 * v for v in range(24)])
+    assert torch.equal(
+        imgrad.sobel(deep).gx[0],
+        torch.full((4, 6), 8.0 * 257).index_fill(1, torch.tensor([0, 5]), 0),
+    )
+
+
+def test_big_endian_arrays_are_read_as_their_values():
+    a = np.arange(30, dtype=np.float32).reshape(5, 6)
+    for order in (">f4", ">u2", ">i4"):
+        np.testing.assert_array_equal(imgrad.sobel(a.astype(order)).gx, imgrad.sobel(a).gx)
+
+
+def test_numpy_numbers_are_numbers():
+    """Options computed with numpy (np.float32, np.int64) work like Python numbers."""
+    a = np.arange(30, dtype=np.float32).reshape(5, 6)
+    want = imgrad.sobel(a, normalized=True, spacing=2.0).gx
+    np.testing.assert_array_equal(imgrad.sobel(a, normalized=True, spacing=np.float32(2)).gx, want)
+    spaced = imgrad.sobel(a, normalized=True, spacing=(np.int64(2), np.float64(2))).gx
+    np.testing.assert_array_equal(spaced, want)
+
+
 def test_luminance_and_max_colour_modes():
     """luminance = gradient of BT.601 luma; max = per pixel the channel of largest magnitude."""
     x = make_image((3, 5, 6), torch.float64, seed=42)

@@ -84,6 +84,10 @@ def test_threshold_bad_inputs():
         threshold(torch.zeros(3), 0.5)
     with pytest.raises(ValueError, match="ratio must not be NaN"):
         threshold_relative(torch.zeros(3, 3), float("nan"))
+    with pytest.raises(ValueError, match=r"x is empty: shape \(2, 1, 0, 4\)"):
+        threshold_relative(torch.zeros(2, 1, 0, 4), 0.5)
+    with pytest.raises(ValueError, match=r"x is empty: shape \(0, 1, 4, 4\)"):
+        otsu_threshold(torch.zeros(0, 1, 4, 4))
 
 
 # --------------------------------------------------------------------------- Otsu
@@ -111,6 +115,32 @@ def test_otsu_uint16_equals_cv2_and_skimage():
     photo = gray(PHOTOS[0]).astype(np.uint16) * 257
     expected, _ = cv2.threshold(photo, 0, 65535, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
     assert int(otsu_threshold(photo)[0]) == int(expected)
+
+
+def _exact_otsu(x: np.ndarray) -> int:
+    """Otsu's threshold in exact integer arithmetic: the first k maximising the between-class
+    variance, ``(S·c - N·s)² / (c·(N - c))`` with c, s the count and sum of values <= k."""
+    counts = np.bincount(x.ravel()).tolist()
+    total, total_sum = sum(counts), sum(i * n for i, n in enumerate(counts))
+    best, best_k, c, s = (0, 1), None, 0, 0
+    for k, n in enumerate(counts):
+        c, s = c + n, s + k * n
+        if 0 < c < total:
+            num, den = (total_sum * c - total * s) ** 2, c * (total - c)
+            if best_k is None or num * best[1] > best[0] * den:
+                best, best_k = (num, den), k
+    return best_k
+
+
+@pytest.mark.parametrize("path", PHOTOS[:3], ids=lambda p: p.split("/")[-1])
+def test_otsu_uint16_photographs_are_exact(path):
+    """On 16-bit photographs (every level used) the threshold is the exact one, as OpenCV's;
+    scikit-image's float arithmetic lands a few levels away on some of these."""
+    cv2 = pytest.importorskip("cv2")
+    noise = np.random.default_rng(0).integers(0, 257, gray(path).shape)
+    x = (gray(path).astype(np.int64) * 257 + noise).astype(np.uint16)
+    expected, _ = cv2.threshold(x, 0, 65535, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    assert int(otsu_threshold(x)[0]) == _exact_otsu(x) == int(expected)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -143,6 +173,11 @@ def test_otsu_bad_inputs():
         otsu_threshold(torch.zeros(4, 4), bins=1)
     with pytest.raises(ValueError, match="x contains NaN"):
         otsu_threshold(torch.tensor([[0.0, float("nan")]]))
+
+
+def test_otsu_bins_from_numpy():
+    x = torch.rand(1, 1, 16, 16, generator=torch.Generator().manual_seed(4))
+    assert torch.equal(otsu_threshold(x, bins=np.int64(32)), otsu_threshold(x, bins=32))
 
 
 # --------------------------------------------------------------------------- hysteresis

@@ -107,7 +107,7 @@ def test_colour_modes(color: str, border: str) -> None:
 def test_dtypes_follow_the_whole_image_rules(dtype: torch.dtype) -> None:
     """Integers compute in float32/float64, float16 is rounded once, as on the whole image."""
     x = _image((25, 27), dtype, seed=3)
-    whole = imgrad.magnitude(imgrad.scharr(x))
+    whole = imgrad.gradient_magnitude(x, "scharr")
     tiled = process_huge(x, operator="scharr", tile=(6, 11))
     assert tiled.dtype == whole.dtype
     assert torch.equal(tiled, whole)
@@ -167,6 +167,10 @@ def test_bad_options() -> None:
         process_huge(x, output="uint8")
     with pytest.raises(ValueError, match="tile"):
         process_huge(x, tile=0)
+    with pytest.raises(ValueError, match=r"tile must be an int or a \(rows, columns\) pair"):
+        process_huge(x, tile=16.5)
+    with pytest.raises(TypeError, match=r"bfloat16 has none; pass image.float\(\)"):
+        process_huge(torch.rand(40, 40).bfloat16(), tile=16)
     with pytest.raises(ValueError, match="too small"):
         process_huge(np.zeros((2, 9), np.uint8), ksize=7)
     with pytest.raises(ValueError, match="luminance"):
@@ -309,6 +313,13 @@ def test_small_results_to_png_and_a_clear_error_when_too_large(
     monkeypatch.setattr(image_io, "DEFAULT_MAX_PIXELS", 100)
     with pytest.raises(ValueError, match=r"tiled TIFF \(\.tif\) or Zarr"):
         process_huge(image, tmp_path / "big.png", output="uint8", scale=0.25, tile=16)
+
+
+def test_numpy_integer_tiles() -> None:
+    """A tile size computed with numpy (np.int64) is an int like any other."""
+    x = _image((30, 31), torch.float32, seed=2)
+    got = process_huge(x, tile=(np.int64(7), np.int32(9)))
+    assert torch.equal(got, imgrad.gradient_magnitude(x))
 
 
 def test_tiff_tiles_must_be_multiples_of_16(tmp_path: Path) -> None:
