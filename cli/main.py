@@ -161,13 +161,13 @@ def laplacian(ctx: click.Context, **params: Any) -> None:
 @options.paths
 @click.option(
     "--low",
-    type=float,
+    type=options.NUMBER,
     default=None,
     help="Weak-edge threshold (pixels above it are kept when connected to a strong one).",
 )
 @click.option(
     "--high",
-    type=float,
+    type=options.NUMBER,
     default=None,
     help="Strong-edge threshold. Omit both for automatic thresholds per image (high = Otsu's "
     "threshold of the gradient, low = high / 2).",
@@ -176,7 +176,7 @@ def laplacian(ctx: click.Context, **params: Any) -> None:
 @click.option("--l2", is_flag=True, help="Use sqrt(gx² + gy²) instead of |gx| + |gy|.")
 @click.option(
     "--sigma",
-    type=float,
+    type=options.NUMBER,
     default=None,
     callback=options.positive,
     help="Gaussian blur of this standard deviation first (default: none, as OpenCV).",
@@ -334,7 +334,11 @@ def _run(ctx: click.Context, operator: str, params: dict[str, Any]) -> None:
     samples = params.get("scale") is not None or params["bits"] is not None
     mapping = params.pop("mapping", None) or ("raw" if raw and not samples else "fixed")
 
-    torch, batch, distributed = _import_library()
+    try:
+        torch, batch, distributed = _import_library()
+    except KeyboardInterrupt:  # Ctrl-C in the second of the import: nothing read or written
+        click.echo("imgrad: interrupted before any file was read", err=True)
+        ctx.exit(EXIT_INTERRUPTED)
 
     device = params.pop("device")
     if device == "auto":
@@ -412,7 +416,12 @@ def _run_file(
 
     src = click.get_binary_stream("stdin") if _is_dash(source) else source
     try:
-        batch.process_file(src, dest, recipe, format=format_, **read)
+        with _stoppable():
+            batch.process_file(src, dest, recipe, format=format_, **read)
+    except KeyboardInterrupt:
+        where = f"'{dest}'" if isinstance(dest, Path) else "standard output"
+        click.echo(f"imgrad: interrupted; {where} was not written", err=True)
+        ctx.exit(EXIT_INTERRUPTED)
     except io.ImageTooLargeError as error:
         if tiled.streamable(src):
             _run_tiled(ctx, batch, recipe, source, dest, read, params)
@@ -430,8 +439,8 @@ def _run_file(
             ctx.exit(1)
         where = f"'{dest}'" if isinstance(dest, Path) else "to standard output"
         raise click.ClickException(f"cannot write {where}: {error.strerror or error}") from error
-    except (ValueError, RuntimeError) as error:  # ImageReadError is a ValueError
-        raise click.ClickException(str(error)) from error
+    except _DATA_ERRORS as error:
+        raise click.ClickException(_data_message(batch, source, error)) from error
 
 
 def _run_tiled(
@@ -477,10 +486,19 @@ def _run_tiled(
             raise click.ClickException(str(error)) from error
         except OSError as error:
             raise click.ClickException(_os_message(error)) from error
-        except (ValueError, RuntimeError) as error:
-            raise click.ClickException(str(error)) from error
+        except _DATA_ERRORS as error:
+            raise click.ClickException(_data_message(batch, source, error)) from error
         finally:
             printer.close()
+
+
+#: What the library raises for data it cannot compute: one line naming the file, exit code 1.
+_DATA_ERRORS = (ValueError, TypeError, RuntimeError, MemoryError)
+
+
+def _data_message(batch: Any, source: Path, error: BaseException) -> str:
+    """The reason, naming INPUT (read errors name it already)."""
+    return batch.failure_reason("process", "<stdin>" if _is_dash(source) else source, error)
 
 
 def _os_message(error: OSError) -> str:

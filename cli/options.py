@@ -6,6 +6,7 @@ once. The choice lists repeat names from the library; ``tests/test_cli.py`` pins
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -38,6 +39,31 @@ def compose(*decorators: Callable[[F], F]) -> Callable[[F], F]:
     return apply
 
 
+class Number(click.ParamType):
+    """A finite float (``nan`` and ``inf`` are refused), optionally within ``[low, high]``."""
+
+    name = "float"
+
+    def __init__(self, low: float = -math.inf, high: float = math.inf) -> None:
+        self.low, self.high = low, high
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number", param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        if not self.low <= number <= self.high:
+            self.fail(f"{number:g} is not in the range {self.low:g} to {self.high:g}", param, ctx)
+        return number
+
+
+NUMBER = Number()
+
+
 def positive(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
     if value is not None and not value > 0:
         raise click.BadParameter(f"must be positive, got {value:g}")
@@ -50,11 +76,19 @@ def _bits(ctx: click.Context, param: click.Parameter, value: str | None) -> int 
 
 # --------------------------------------------------------------------------- arguments
 
+
+def _path(ctx: click.Context, param: click.Parameter, value: str) -> Path:
+    """``-`` (stdin/stdout) as ``Path("-")``; a file named ``-`` spelt otherwise (``./-``),
+    which ``Path`` would shorten to ``-``, as its absolute path."""
+    path = Path(value)
+    return path.absolute() if value != "-" and str(path) == "-" else path
+
+
 paths = compose(
     click.argument(
-        "input", type=click.Path(exists=True, allow_dash=True, path_type=Path), metavar="INPUT"
+        "input", type=click.Path(exists=True, allow_dash=True), callback=_path, metavar="INPUT"
     ),
-    click.argument("output", type=click.Path(allow_dash=True, path_type=Path), metavar="OUTPUT"),
+    click.argument("output", type=click.Path(allow_dash=True), callback=_path, metavar="OUTPUT"),
 )
 
 # --------------------------------------------------------------------------- operator
@@ -127,7 +161,7 @@ mapping = compose(
     ),
     click.option(
         "--scale",
-        type=float,
+        type=NUMBER,
         default=None,
         callback=positive,
         metavar="FACTOR",
@@ -160,7 +194,7 @@ output_format = compose(
 thresholds = compose(
     click.option(
         "--threshold",
-        type=float,
+        type=NUMBER,
         default=None,
         metavar="VALUE",
         help="Mask of magnitude > VALUE (in the magnitude's units, e.g. 0..1140 for Sobel on "
@@ -168,7 +202,7 @@ thresholds = compose(
     ),
     click.option(
         "--threshold-relative",
-        type=click.FloatRange(0, 1),
+        type=Number(0, 1),
         default=None,
         metavar="RATIO",
         help="Mask of magnitude > RATIO × the image's largest magnitude.",
@@ -176,7 +210,7 @@ thresholds = compose(
     click.option("--otsu", is_flag=True, help="Mask of magnitude > Otsu's threshold (per image)."),
     click.option(
         "--hysteresis",
-        type=(float, float),
+        type=(NUMBER, NUMBER),
         default=None,
         metavar="LOW HIGH",
         help="Mask of magnitude > LOW that is 8-connected to a pixel > HIGH.",

@@ -62,6 +62,7 @@ import numpy as np
 import torch
 
 from . import io as image_io
+from ._input import real_number
 from .canny import CannySpec, canny
 from .gradients import (
     Gradients,
@@ -131,6 +132,9 @@ class Threshold:
             raise ValueError("value is used by (and required for) the value and relative methods")
         if (self.method == "hysteresis") != (self.low is not None and self.high is not None):
             raise ValueError("low and high are used by (and required for) hysteresis")
+        for name in ("value", "low", "high"):
+            if getattr(self, name) is not None:
+                real_number(getattr(self, name), f"threshold {name}")  # a number, not NaN
         if self.low is not None and self.high is not None and self.low > self.high:
             raise ValueError(f"hysteresis low ({self.low:g}) must not exceed high ({self.high:g})")
 
@@ -897,6 +901,8 @@ def failure_reason(action: str, path: str | os.PathLike[str], error: BaseExcepti
         return str(error)
     if isinstance(error, OSError) and error.strerror:
         return f"cannot {action} '{path}': {error.strerror}"
+    if isinstance(error, MemoryError):
+        return f"cannot {action} '{path}': out of memory"
     return f"cannot {action} '{path}': {error}"
 
 

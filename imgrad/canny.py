@@ -76,6 +76,13 @@ def gaussian_stencil(sigma: float) -> Stencil:
 
 
 def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    h, w = x.shape[-2:]
+    radius = math.ceil(3 * sigma)
+    if radius > max(h, w):  # a flat blur, and a padded copy (and taps) larger than the image
+        raise ValueError(
+            f"sigma={sigma:g} needs a Gaussian of radius {radius} pixels, more than the image "
+            f"({h}x{w}); use sigma <= {max(h, w) // 3}"
+        )
     stencil = gaussian_stencil(sigma)
     r = stencil.origin
     x = correlate(pad(x, -2, r, r, "reflect101"), stencil, -2)
@@ -452,7 +459,8 @@ def canny(
         comparing ``gx² + gy²`` with the squared thresholds.
     sigma
         Standard deviation of an optional Gaussian blur applied first (taps to ``ceil(3σ)``,
-        border reflect101). ``None`` (default): no blur, as OpenCV.
+        border reflect101; that radius may not exceed the image's larger side, so
+        ``sigma <= max(H, W) / 3``). ``None`` (default): no blur, as OpenCV.
     color
         ``"max"`` (default): per pixel the channel with the largest magnitude (first on ties),
         as OpenCV. ``"luminance"``: BT.601 luma of an RGB image.

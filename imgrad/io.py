@@ -374,7 +374,7 @@ def _pillow_pixels(im: Image.Image, name: str) -> np.ndarray:
     elif im.mode == "I":
         if pixels.size and (pixels.min() < 0 or pixels.max() > 65535):
             raise ImageReadError(
-                f"cannot read '{name}': 32-bit integer samples outside 0..65535 "
+                f"cannot read '{name}': signed or 32-bit integer samples outside 0..65535 "
                 f"(range {pixels.min()}..{pixels.max()}) are not supported"
             )
         pixels = pixels.astype(np.uint16)
@@ -515,7 +515,9 @@ def write_image(
             raise ValueError("format is required when writing to a file object")
         fmt = _format_of(format, what="format")
         _check_writable(array, fmt)
-        _encode(dest, array, fmt)
+        buffer = io.BytesIO()  # TIFF writers seek back; a pipe cannot
+        _encode(buffer, array, fmt)
+        dest.write(buffer.getbuffer())
         dest.flush()
         return
     path = Path(dest)

@@ -165,7 +165,7 @@ def otsu_threshold(x: Any, bins: int | None = None) -> torch.Tensor:
     -----
     Floating data are binned like ``numpy.histogram(x, bins)`` over ``[min, max]`` of each
     image and the threshold is the centre of the last bin of the background class, as
-    scikit-image returns it. NaN values are not allowed.
+    scikit-image returns it. NaN and infinite values are not allowed.
     """
     t, _ = _prepare_raw(x, "x")
     n = t.shape[0]
@@ -176,8 +176,9 @@ def otsu_threshold(x: Any, bins: int | None = None) -> torch.Tensor:
         if not is_integer(bins) or bins < 2:
             raise ValueError(f"bins must be an integer >= 2, got {bins!r}")
         bins = int(bins)
-        if bool(torch.isnan(flat).any()):
-            raise ValueError("x contains NaN: Otsu's threshold is undefined")
+        if not bool(torch.isfinite(flat).all()):  # no bins span [min, max] with inf in it
+            what = "NaN" if bool(torch.isnan(flat).any()) else "infinite values"
+            raise ValueError(f"x contains {what}: Otsu's threshold is undefined")
         data = flat.to(torch.float64)
         lo, hi = data.amin(1, keepdim=True), data.amax(1, keepdim=True)
         width = torch.where(hi > lo, hi - lo, torch.ones_like(hi))

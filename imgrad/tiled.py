@@ -233,6 +233,21 @@ class ZarrSource(Source):
         return np.asarray(z[:, rows[0] : rows[1], cols[0] : cols[1]])
 
 
+#: TIFF/EXIF orientation -> (transpose, then flip rows, then flip columns) of the stored image,
+#: as ``PIL.ImageOps.exif_transpose`` (and :func:`imgrad.io.read_image`) turn it upright.
+_UPRIGHT = (False, False, False)
+_ORIENTATIONS = {
+    1: _UPRIGHT,
+    2: (False, False, True),
+    3: (False, True, True),
+    4: (False, True, False),
+    5: (True, False, False),
+    6: (True, False, True),
+    7: (True, True, True),
+    8: (True, True, False),
+}
+
+
 class TiffSource(Source):
     """The first image of a TIFF file, read by tiles or strips through tifffile's Zarr store.
 
@@ -250,6 +265,12 @@ class TiffSource(Source):
             series = tif.series[0]
             self.axes = series.axes
             shape, self.dtype = tuple(series.shape), np.dtype(series.dtype)
+            tag = tif.pages.first.tags.get("Orientation")
+        # as the whole-image reader: bilevel samples are 0/255, the Orientation tag is applied
+        self._bilevel = self.dtype == np.bool_
+        if self._bilevel:
+            self.dtype = np.dtype(np.uint8)
+        self._orientation = _ORIENTATIONS.get(int(tag.value) if tag is not None else 1, _UPRIGHT)
         if self.axes == "YX":
             self.shape = (1, *shape)  # type: ignore[assignment]
             self.rank = 2
@@ -261,8 +282,28 @@ class TiffSource(Source):
             raise ValueError(
                 f"'{self._path}': TIFF axes {self.axes!r} are not an image (YX, YXS, SYX or CYX)"
             )
+        if self._orientation[0]:  # transposed: the picture is W x H
+            self.shape = (self.shape[0], self.shape[2], self.shape[1])
 
     def read(self, rows: tuple[int, int], cols: tuple[int, int]) -> np.ndarray:
+        """The window of the picture as viewed (after the Orientation tag)."""
+        transpose, flip_rows, flip_cols = self._orientation
+        height, width = self.shape[1:]
+        if flip_rows:
+            rows = (height - rows[1], height - rows[0])
+        if flip_cols:
+            cols = (width - cols[1], width - cols[0])
+        window = self._stored(*((cols, rows) if transpose else (rows, cols)))
+        if transpose:
+            window = window.transpose(0, 2, 1)
+        if flip_rows:
+            window = window[:, ::-1]
+        if flip_cols:
+            window = window[:, :, ::-1]
+        return window.astype(np.uint8) * np.uint8(255) if self._bilevel else window
+
+    def _stored(self, rows: tuple[int, int], cols: tuple[int, int]) -> np.ndarray:
+        """``(C, h, w)`` window of the samples as stored."""
         array = _tiff_array(self._path)
         r, c = slice(*rows), slice(*cols)
         if self.axes == "YX":
@@ -806,58 +847,66 @@ def process_huge(
             )
         if spec.color == "luminance" and c != 3:
             raise ValueError(f"color='luminance' needs 3 channels (RGB); got {c}")
-        in_dtype = torch.from_numpy(np.empty(0, source.dtype)).dtype
+        try:
+            in_dtype = torch.from_numpy(np.empty(0, source.dtype)).dtype
+        except TypeError:
+            raise TypeError(f"unsupported sample type {source.dtype}") from None
         compute_dtype(in_dtype)  # rejects bool and complex images with the usual message
         job = TileJob(spec, stage, norm, degrees, signed, (c, h, w), in_dtype, None, output, scale)
         blocks = blocks_of(h, w, tile_hw)
         passes = {None: 1, "fixed": 1, "ratio": 2, "otsu": 3}[method]
         counter = _Counter(progress, passes * len(blocks))
-        with executor_for(scheduler) as (executor, in_flight):
+        sink: ZarrSink | None = None
+        try:
+            with executor_for(scheduler) as (executor, in_flight):
 
-            def each(fn: Callable[..., Any], job: TileJob, extra: Any) -> Iterator[Any]:
-                """``fn(job, source, block, raw, extra)`` over the tiles, in order. Files are read
-                by the task itself; in-memory windows are cut here and shipped to remote workers."""
-                ship = executor is not None and not source.read_in_task
-                calls = (
-                    (job, None, b, read_window(source, job, b), extra)
-                    if ship
-                    else (job, source, b, None, extra)
-                    for b in blocks
-                )
-                return run_ordered(executor, fn, calls, in_flight, counter.step)
+                def each(fn: Callable[..., Any], job: TileJob, extra: Any) -> Iterator[Any]:
+                    """``fn(job, source, block, raw, extra)`` over the tiles, in order. Files are
+                    read by the task itself; in-memory windows are cut here and shipped to remote
+                    workers."""
+                    ship = executor is not None and not source.read_in_task
+                    calls = (
+                        (job, None, b, read_window(source, job, b), extra)
+                        if ship
+                        else (job, source, b, None, extra)
+                        for b in blocks
+                    )
+                    return run_ordered(executor, fn, calls, in_flight, counter.step)
 
-            if method == "fixed":
-                job = replace(job, threshold=float(threshold))  # type: ignore[arg-type]
-            elif method == "ratio":
-                extremes = torch.stack([e for e, _ in each(block_statistics, job, None)])
-                peak = extremes[:, 1].amax()  # the maximum, NaN if any value is NaN
-                job = replace(job, threshold=float(torch.tensor(ratio, dtype=torch.float64) * peak))
-            elif method == "otsu":
-                job = replace(job, threshold=_otsu_value(each, job, bins or 256, counter))
-            dtype = _output_dtype(job)
-            out_shape = (job.channels_out, h, w)
-            if kind == "zarr":
-                sink = ZarrSink(Path(dst), out_shape, dtype, tile_hw)  # type: ignore[arg-type]
-                try:
+                if method == "fixed":
+                    job = replace(job, threshold=float(threshold))  # type: ignore[arg-type]
+                elif method == "ratio":
+                    extremes = torch.stack([e for e, _ in each(block_statistics, job, None)])
+                    peak = extremes[:, 1].amax()  # the maximum, NaN if any value is NaN
+                    job = replace(
+                        job, threshold=float(torch.tensor(ratio, dtype=torch.float64) * peak)
+                    )
+                elif method == "otsu":
+                    job = replace(job, threshold=_otsu_value(each, job, bins or 256, counter))
+                dtype = _output_dtype(job)
+                out_shape = (job.channels_out, h, w)
+                if kind == "zarr":
+                    sink = ZarrSink(Path(dst), out_shape, dtype, tile_hw)  # type: ignore[arg-type]
                     for _ in each(compute_block, job, sink):
                         pass
                     sink.commit()
-                except BaseException:
-                    sink.discard()
-                    raise
-                return None
-            tiles = each(compute_block, job, None)
-            if kind == "tiff":
-                _write_tiff(Path(dst), tiles, out_shape, dtype, tile_hw, compression)  # type: ignore[arg-type]
-                return None
-            if kind == "image" and h * w > _max_pixels():
-                raise ValueError(
-                    f"a {w}x{h} result is too large for '{dst}'; write it as tiled TIFF (.tif) or "
-                    f"Zarr (.zarr), which are streamed tile by tile"
-                )
-            memory = MemorySink(out_shape, dtype)
-            for block, values in zip(blocks, tiles, strict=True):
-                memory.write(block, values)
+                    return None
+                tiles = each(compute_block, job, None)
+                if kind == "tiff":
+                    _write_tiff(Path(dst), tiles, out_shape, dtype, tile_hw, compression)  # type: ignore[arg-type]
+                    return None
+                if kind == "image" and h * w > _max_pixels():
+                    raise ValueError(
+                        f"a {w}x{h} result is too large for '{dst}'; write it as tiled TIFF "
+                        f"(.tif) or Zarr (.zarr), which are streamed tile by tile"
+                    )
+                memory = MemorySink(out_shape, dtype)
+                for block, values in zip(blocks, tiles, strict=True):
+                    memory.write(block, values)
+        except BaseException:
+            if sink is not None:  # the executor has stopped: no tile writes into it any more
+                sink.discard()
+            raise
         result = memory.array if source.rank == 3 or job.channels_out > 1 else memory.array[0]
         if kind == "image":
             from .io import write_image

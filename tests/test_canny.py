@@ -161,6 +161,9 @@ def test_bad_inputs():
         canny(x, 1, 2, color="green")
     with pytest.raises(ValueError, match="sigma must be positive and finite, got -1"):
         canny(x, 1, 2, sigma=-1)
+    with pytest.raises(ValueError, match=r"sigma=2.7 needs a Gaussian of radius 9 pixels, more "):
+        canny(x, 1, 2, sigma=2.7)  # refused before building 2r + 1 taps: 1e9 would not fit
+    assert canny(x, 1, 2, sigma=8 / 3).shape == (8, 8)  # radius 8: allowed
     with pytest.raises(TypeError, match="low must be a number, got str"):
         canny(x, "1", 2)
     with pytest.raises(TypeError, match="high must be a number, got bool"):

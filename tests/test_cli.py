@@ -80,6 +80,11 @@ def read(path: Path) -> np.ndarray:
     return imgrad_io.read_image(path).copy()
 
 
+def read_sobel(path: Path) -> np.ndarray:
+    """What ``imgrad sobel`` writes for ``path``, computed by the library."""
+    return batch.Recipe().apply(read(path)[None])[0]
+
+
 @pytest.fixture
 def rgb(tmp_path: Path) -> Path:
     return save(tmp_path / "rgb.png", rgb_image())
@@ -338,7 +343,15 @@ def test_output_directory_for_a_file(rgb: Path, tmp_path: Path) -> None:
         (["scharr", "{rgb}", "out.png", "--ksize", "5"], "No such option '--ksize'"),
         (["sobel", "{rgb}", "out.png", "--bits", "12"], "'12' is not one of"),
         (["sobel", "{rgb}", "out.png", "--scale", "-1"], "must be positive"),
-        (["sobel", "{rgb}", "out.png", "--threshold-relative", "2"], "0<=x<=1"),
+        (
+            ["sobel", "{rgb}", "out.png", "--threshold-relative", "2"],
+            "2 is not in the range 0 to 1",
+        ),
+        (["sobel", "{rgb}", "out.png", "--threshold", "nan"], "'nan' is not a finite number"),
+        (["sobel", "{rgb}", "out.png", "--hysteresis", "5", "nan"], "--hysteresis"),
+        (["sobel", "{rgb}", "out.png", "--scale", "inf"], "'inf' is not a finite number"),
+        (["sobel", "{rgb}", "out.png", "--threshold", "abc"], "'abc' is not a number"),
+        (["canny", "{rgb}", "out.png", "--sigma", "nan"], "'nan' is not a finite number"),
         (["sobel", "{rgb}", "out.png", "--otsu", "--threshold", "3"], "choose one threshold"),
         (["sobel", "{rgb}", "out.png", "--result", "gx", "--otsu"], "makes a mask"),
         (["sobel", "{rgb}", "out.png", "--mapping", "raw"], "needs .tif, .npy or .zarr"),
@@ -403,6 +416,70 @@ def test_data_errors_exit_1_with_one_line(rgb: Path, tmp_path: Path) -> None:
     result = run(["sobel", rgb, tmp_path / "no" / "such" / "dir.png"], code=1)
     assert "No such file or directory" in result.stderr
     assert not list(tmp_path.glob("*.imgrad-tmp"))
+
+
+def test_processing_errors_name_the_file(rgb: Path, tmp_path: Path) -> None:
+    """Data the library refuses: one line naming INPUT, exit 1, no traceback."""
+    tiny = save(tmp_path / "tiny.png", np.zeros((1, 1, 1), np.uint8))
+    result = run(["sobel", tiny, tmp_path / "o.png"], code=1)
+    assert (
+        result.stderr == f"Error: cannot process '{tiny}': image of size 1x1 is too small: "
+        "this stencil needs at least 2x2 pixels\n"
+    )
+    result = run(["canny", rgb, tmp_path / "o.png", "--sigma", "1e6"], code=1)
+    assert (
+        f"cannot process '{rgb}': sigma=1e+06 needs a Gaussian of radius 3000000" in result.stderr
+    )
+    assert "use sigma <= 8" in result.stderr  # 24 x 20 pixels
+    inf = np.zeros((1, 8, 8), np.float32)
+    inf[0, 3, 3] = np.inf
+    tifffile.imwrite(tmp_path / "inf.tif", inf[0])
+    result = run(["sobel", tmp_path / "inf.tif", tmp_path / "o.png", "--otsu"], code=1)
+    assert "inf.tif': x contains infinite values" in result.stderr
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("signum", [None, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_single_file_interrupt_exits_130_and_writes_nothing(
+    signum, rgb: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C (or SIGTERM, turned into the same) while a file is processed: 130, no output and no
+    temporary file (the atomic write removes it)."""
+
+    def interrupted(src, dest, *args, **kwargs):
+        with imgrad_io.atomic_file(dest) as stream:
+            stream.write(b"half an image")
+            if signum is None:
+                raise KeyboardInterrupt
+            os.kill(os.getpid(), signum)
+
+    monkeypatch.setattr(batch, "process_file", interrupted)
+    result = run(["sobel", rgb, tmp_path / "o.png"], code=130)
+    assert f"interrupted; '{tmp_path / 'o.png'}' was not written" in result.stderr
+    assert os.listdir(tmp_path) == ["rgb.png"]
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # restored
+
+
+def test_a_file_named_dash_is_a_file(rgb: Path, tmp_path: Path, monkeypatch) -> None:
+    """Only a bare - means stdin/stdout; ./- is the file of that name."""
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(rgb, tmp_path / "-")
+    run(["sobel", "./-", "o.png"])
+    assert np.array_equal(read(tmp_path / "o.png"), read_sobel(rgb))
+    result = run(["sobel", rgb, "./-"], code=2)
+    assert "unsupported extension '(none)'" in result.output
+
+
+def test_tiff_to_a_pipe(rgb: Path) -> None:
+    """TIFF writers seek; standard output may be a pipe, which cannot."""
+    done = subprocess.run(
+        f"'{shutil.which('imgrad')}' sobel '{rgb}' - --format tiff | cat",
+        shell=True,
+        capture_output=True,
+        check=True,
+    )
+    tiff = tifffile.imread(io.BytesIO(done.stdout))
+    assert np.array_equal(tiff, read_sobel(rgb)[0])
 
 
 # --------------------------------------------------------------------------- directories
@@ -695,6 +772,54 @@ def test_tiled_tiff_equals_the_whole_image(
     assert tiles.dtype == whole.dtype and np.array_equal(tiles, whole)
     with tifffile.TiffFile(tmp_path / "tiles.tif") as tif:
         assert tif.pages[0].is_tiled and tif.pages[0].tilewidth == 64
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_tiled_tiff_follows_the_orientation_tag(orientation: int, tmp_path: Path) -> None:
+    """Tiles are cut from the picture as viewed (as the whole-image reader turns it)."""
+    stored = rgb_image(37, 52, seed=orientation)[0]
+    tifffile.imwrite(
+        tmp_path / "in.tif", stored, tile=(16, 16), extratags=[(274, 3, 1, orientation, True)]
+    )
+    run(["sobel", tmp_path / "in.tif", tmp_path / "tiles.png", "--tile", "16", "-q"])
+    run(["sobel", tmp_path / "in.tif", tmp_path / "whole.png"])
+    whole = read(tmp_path / "whole.png")
+    assert whole.shape[1:] == ((52, 37) if orientation >= 5 else (37, 52))
+    assert np.array_equal(read(tmp_path / "tiles.png"), whole)
+
+
+def test_tiled_bilevel_and_unsupported_samples(tmp_path: Path) -> None:
+    """A bool TIFF is 0/255 as in the whole-image run; complex samples are one clean line."""
+    mask = rgb_image(30, 40)[0] > 128
+    tifffile.imwrite(tmp_path / "mask.tif", mask)
+    run(["sobel", tmp_path / "mask.tif", tmp_path / "tiles.png", "--tile", "16", "-q"])
+    run(["sobel", tmp_path / "mask.tif", tmp_path / "whole.png"])
+    assert np.array_equal(read(tmp_path / "tiles.png"), read(tmp_path / "whole.png"))
+    tifffile.imwrite(tmp_path / "c.tif", mask.astype(np.complex64))
+    result = run(["sobel", tmp_path / "c.tif", tmp_path / "o.png", "--tile", "16"], code=1)
+    assert "c.tif': complex images are not supported" in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_interrupted_zarr_output_leaves_nothing(
+    large: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C while tiles are written on threads: the temporary array is removed after the
+    threads stop (tiles still being computed would otherwise write into it again)."""
+    compute = tiled.compute_block
+
+    def slow_then_interrupted(job, source, block, raw, sink):
+        if block[:2] == (0, 64) and block[2] == 64:
+            raise KeyboardInterrupt
+        time.sleep(0.05)
+        return compute(job, source, block, raw, sink)
+
+    monkeypatch.setattr(tiled, "compute_block", slow_then_interrupted)
+    out = tmp_path / "out"
+    out.mkdir()
+    result = run(["sobel", large["grey.png"], out / "o.zarr", "--tile", "64", "-q"], code=130)
+    assert f"interrupted; '{out / 'o.zarr'}' was not written" in result.stderr
+    assert os.listdir(out) == []
 
 
 def test_zarr_in_and_out(large: dict[str, Path], tmp_path: Path) -> None:

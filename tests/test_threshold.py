@@ -173,6 +173,8 @@ def test_otsu_bad_inputs():
         otsu_threshold(torch.zeros(4, 4), bins=1)
     with pytest.raises(ValueError, match="x contains NaN"):
         otsu_threshold(torch.tensor([[0.0, float("nan")]]))
+    with pytest.raises(ValueError, match="x contains infinite values"):
+        otsu_threshold(torch.tensor([[0.0, float("inf")]]))
 
 
 def test_otsu_bins_from_numpy():
