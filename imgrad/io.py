@@ -55,6 +55,7 @@ from __future__ import annotations
 import io
 import os
 import secrets
+import stat
 import struct
 import threading
 import zlib
@@ -220,7 +221,10 @@ def _open_source(source: str | os.PathLike[str] | IO[bytes]) -> Iterator[tuple[s
                 reason = exc.strerror or str(exc)
             raise ImageReadError(f"cannot read '{path}': {reason}") from exc
         with stream:
-            if os.fstat(stream.fileno()).st_size > _READ_WHOLE_BYTES:
+            info = os.fstat(stream.fileno())
+            if stat.S_ISCHR(info.st_mode) or stat.S_ISBLK(info.st_mode):  # /dev/zero: endless
+                raise ImageReadError(f"cannot read '{path}': a device, not an image file")
+            if info.st_size > _READ_WHOLE_BYTES:
                 yield str(path), stream
             else:  # one read: Pillow would make dozens, each a system call
                 yield str(path), io.BytesIO(stream.read())

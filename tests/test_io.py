@@ -7,6 +7,7 @@ import io
 import math
 import os
 import struct
+import threading
 import zlib
 from pathlib import Path
 
@@ -405,6 +406,25 @@ def test_directory(tmp_path: Path) -> None:
     (tmp_path / "d.png").mkdir()
     with pytest.raises(ImageReadError, match=r"d\.png.*directory"):
         read_image(tmp_path / "d.png")
+
+
+@pytest.mark.skipif(not Path("/dev/zero").exists(), reason="no /dev/zero")
+def test_device_is_refused_before_reading() -> None:
+    """/dev/zero would be read until memory runs out."""
+    with pytest.raises(ImageReadError, match=r"'/dev/zero': a device, not an image file"):
+        read_image("/dev/zero")
+
+
+def test_pipe_is_read(tmp_path: Path) -> None:
+    """A named pipe (as `<(cat a.png)` gives) is read to its end like a file."""
+    pixels = np.arange(12, dtype=np.uint8).reshape(1, 3, 4)
+    write_image(tmp_path / "a.png", pixels)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    writer = threading.Thread(target=lambda: fifo.write_bytes((tmp_path / "a.png").read_bytes()))
+    writer.start()
+    assert np.array_equal(read_image(fifo), pixels)
+    writer.join()
 
 
 def test_text_file_named_png(tmp_path: Path) -> None:
