@@ -454,10 +454,11 @@ def test_single_file_interrupt_exits_130_and_writes_nothing(
             os.kill(os.getpid(), signum)
 
     monkeypatch.setattr(batch, "process_file", interrupted)
+    before = signal.getsignal(signal.SIGTERM)
     result = run(["sobel", rgb, tmp_path / "o.png"], code=130)
     assert f"interrupted; '{tmp_path / 'o.png'}' was not written" in result.stderr
     assert os.listdir(tmp_path) == ["rgb.png"]
-    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # restored
+    assert signal.getsignal(signal.SIGTERM) is before  # restored
 
 
 def test_a_file_named_dash_is_a_file(rgb: Path, tmp_path: Path, monkeypatch) -> None:
