@@ -619,6 +619,15 @@ class Summary:
         return {"failed": self.failed, **out}
 
 
+def make_folder(folder: Path) -> None:
+    """``folder`` and its parents, made as needed; a file in the way is named as such (the
+    operating system says only "File exists")."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise ValueError(f"a file stands where the folder '{folder}' should be") from None
+
+
 def is_inside(path: Path, root: Path) -> bool:
     """True if ``path`` is ``root`` or lies below it (compare resolved paths to follow links)."""
     return path == root or root in path.parents
@@ -1027,7 +1036,7 @@ class _Runner:
     def _write(self, task: Task, out: np.ndarray) -> None:
         folder = task.dest.parent
         if folder not in self.folders:  # once per folder: resolving costs a syscall per level
-            folder.mkdir(parents=True, exist_ok=True)
+            make_folder(folder)
             if not is_inside(folder.resolve(), self.dest_root):
                 raise ValueError("it is outside the output directory (a symbolic link?)")
             self.folders.add(folder)

@@ -191,9 +191,9 @@ def map_files(
 
 def _process_task(task: Any, recipe: Any, root: Path, alpha: str, max_pixels: int | None) -> None:
     """One file of a tree on a worker: the checks and the call of :class:`imgrad.batch`."""
-    from .batch import is_inside, process_file
+    from .batch import is_inside, make_folder, process_file
 
-    task.dest.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(task.dest.parent)
     if not is_inside(task.dest.parent.resolve(), root):
         raise ValueError("it is outside the output directory (a symbolic link?)")
     process_file(task.source, task.dest, recipe, alpha=alpha, max_pixels=max_pixels)

@@ -502,6 +502,17 @@ def test_directory_run_with_bad_files(tmp_path: Path) -> None:
     assert "processed" not in again.stderr and "Error:" in again.stderr  # errors still shown
 
 
+def test_directory_output_folder_blocked_by_a_file(tmp_path: Path) -> None:
+    """A file where an output sub-folder goes: those files fail with a message that says so."""
+    make_tree(tmp_path / "in")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "sub").write_text("not a folder")
+    result = run(["sobel", tmp_path / "in", tmp_path / "out", "--quiet"], code=1)
+    blocked = f"a file stands where the folder '{tmp_path / 'out' / 'sub'}' should be"
+    assert result.stderr.count(blocked) == 2  # sub/c.png and sub/d.png
+    assert (tmp_path / "out" / "a.png").exists()
+
+
 def test_directory_json_summary_and_resume(tmp_path: Path) -> None:
     make_tree(tmp_path / "in")
     args = ["canny", tmp_path / "in", tmp_path / "out", "--json", "--quiet"]
@@ -933,6 +944,17 @@ def test_dask_scheduler_address_is_honoured(
     assert np.array_equal(
         zarr.open_array(str(tmp_path / "tiles.zarr"))[:], read(tmp_path / "whole.png")[0]
     )
+
+
+def test_cluster_output_folder_blocked_by_a_file(cluster: str, tmp_path: Path) -> None:
+    """On the workers too, a file where an output sub-folder goes is named as such."""
+    make_tree(tmp_path / "in")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "sub").write_text("not a folder")
+    args = ["sobel", tmp_path / "in", tmp_path / "out", "-q", "--scheduler-address", cluster]
+    result = run(args, code=1)
+    blocked = f"a file stands where the folder '{tmp_path / 'out' / 'sub'}' should be"
+    assert result.stderr.count(blocked) == 3  # a worker makes the folder first, then reads
 
 
 def test_scheduler_address_option_for_a_file(cluster: str, large: dict[str, Path], tmp_path: Path):
