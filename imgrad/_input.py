@@ -68,6 +68,12 @@ class Prepared:
         return t.numpy(force=True) if self.kind == "numpy" else t
 
 
+def native_order(array: np.ndarray) -> np.ndarray:
+    """``array`` in the machine's byte order, which torch needs (big-endian FITS or TIFF data,
+    PIL's I;16B); unchanged, not copied, if it already is."""
+    return array if array.dtype.isnative else array.astype(array.dtype.newbyteorder("="))
+
+
 def to_tensor(image: Any, name: str) -> tuple[torch.Tensor, str]:
     if isinstance(image, torch.Tensor):
         return image, "tensor"
@@ -78,9 +84,7 @@ def to_tensor(image: Any, name: str) -> tuple[torch.Tensor, str]:
             raise TypeError(f"{name}: complex images are not supported (got {image.dtype})")
         if image.dtype.kind not in "uif":
             raise TypeError(f"{name}: unsupported numpy dtype {image.dtype}")
-        if not image.dtype.isnative:  # big-endian data (FITS, some TIFFs): torch needs native
-            image = image.astype(image.dtype.newbyteorder("="))
-        array = np.ascontiguousarray(image)
+        array = np.ascontiguousarray(native_order(image))
         if not array.flags.writeable:  # torch warns on read-only memory (np.broadcast_to, ...)
             array = array.copy()
         return torch.from_numpy(array), "numpy"
@@ -91,9 +95,7 @@ def to_tensor(image: Any, name: str) -> tuple[torch.Tensor, str]:
 
         # palette, CMYK, bilevel, ...: the picture's values, not palette indices or raw bands
         im = pillow_direct(image, name)
-        array = np.array(im)  # a writable copy: np.asarray of a PIL image is read-only
-        if not array.dtype.isnative:  # I;16B
-            array = array.astype(array.dtype.newbyteorder("="))
+        array = native_order(np.array(im))  # a writable copy (np.asarray's is read-only)
         array = array[None] if array.ndim == 2 else np.moveaxis(array, -1, 0)
         return torch.from_numpy(np.ascontiguousarray(array)), "pil"
     raise TypeError(

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from . import _memory, fast
-from ._input import Prepared, check_choice, compute_dtype, is_real, prepare
+from ._input import Prepared, check_choice, compute_dtype, is_real, native_order, prepare
 from ._memory import empty
 from .engine import check_border, correlate, extend, sqrt_rn
 from .operators import Operator, Stencil, get_operator
@@ -485,9 +485,7 @@ def _as_pair(gradients: Any) -> tuple[torch.Tensor, torch.Tensor, bool]:
             f"and {type(gx).__name__}"
         )
     if is_numpy:
-        gy, gx = (
-            torch.from_numpy(np.ascontiguousarray(g, g.dtype.newbyteorder("="))) for g in (gy, gx)
-        )
+        gy, gx = torch.from_numpy(native_order(gy)), torch.from_numpy(native_order(gx))
     if gy.shape != gx.shape:
         raise ValueError(f"gy and gx shapes differ: {tuple(gy.shape)} vs {tuple(gx.shape)}")
     if not (gy.is_floating_point() and gx.is_floating_point()):
