@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -568,22 +568,27 @@ def gradient_magnitude(
     Without autograd (no input that requires grad, or grad mode off) this runs the fused path of
     :mod:`imgrad.fast`: one pass over the image, no full-size temporaries, the same bits (small
     images run eagerly take the reference path, which is faster for them).
-    ``color="luminance"`` takes it too (after one pass to make the luma image);
-    ``color="max"`` and ``nan_policy="raise"`` take the reference path.
+    ``color="luminance"`` takes it too (after one pass to make the luma image, which the
+    reference path then reuses if it is taken instead); ``color="max"`` and
+    ``nan_policy="raise"`` take the reference path.
     """
     check_choice(norm, "norm", NORMS)
     spec = GradientSpec.build(operator, **options)
-    if spec.color != "max" and nan_policy == "propagate":
-        divisors = None
-        if spec.normalized:
-            gain = spec.op.derivative.moment(1) * spec.op.smoothing.moment(0)
-            divisors = (gain * spec.spacing[0], gain * spec.spacing[1])
-        source, finish = image, None
-        if spec.color == "luminance":
-            prepared = spec.prepare(image, nan_policy)
-            source, finish = prepared.image, prepared.restore
-        plan = fast.plan_for(source, spec.op, norm, divisors)
-        if plan is not None and fast.worthwhile(source):
-            result = fast.gradient_magnitude(source, plan, spec.border, spec.border_value)
-            return finish(result) if finish is not None else result
-    return first_order(image, spec, nan_policy, norm=norm)
+    if spec.color == "max" or nan_policy != "propagate":
+        return first_order(image, spec, nan_policy, norm=norm)
+    divisors = None
+    if spec.normalized:
+        gain = spec.op.derivative.moment(1) * spec.op.smoothing.moment(0)
+        divisors = (gain * spec.spacing[0], gain * spec.spacing[1])
+    source, finish = image, None
+    if spec.color == "luminance":
+        prepared = spec.prepare(image, nan_policy)
+        source, finish = prepared.image, prepared.restore
+    plan = fast.plan_for(source, spec.op, norm, divisors)
+    if plan is not None and fast.worthwhile(source):
+        result = fast.gradient_magnitude(source, plan, spec.border, spec.border_value)
+        return finish(result) if finish is not None else result
+    if finish is None:
+        return first_order(image, spec, nan_policy, norm=norm)
+    # the luma image (N, 1, H, W) in the compute dtype, rounded once to the output dtype at the end
+    return finish(first_order(source, replace(spec, color="channels"), nan_policy, norm=norm))

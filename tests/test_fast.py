@@ -304,6 +304,45 @@ def test_luminance_takes_the_fast_path_with_the_same_bits(dtype, shape, monkeypa
     assert len(calls) == 3
 
 
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float16, torch.float64])
+@pytest.mark.parametrize("kind", ["tensor", "numpy", "grad"])
+def test_luminance_on_the_reference_path_makes_the_luma_once(dtype, kind, monkeypatch) -> None:
+    """An image the fused path leaves to the reference one (small and eager, or recorded by
+    autograd) reuses the luma made for the fused path: one luminance pass, the reference's bits
+    and dtype, the input's rank and container, and the same input gradient."""
+    from imgrad import gradients
+
+    monkeypatch.setenv("IMGRAD_COMPILE", "0")
+    monkeypatch.setattr(fast, "EAGER_MIN_PIXELS", 1 << 18)  # this module's fixture lowers it
+    x = sample((3, 21, 17), dtype, seed=3)
+    passes = []
+    real = gradients.luminance
+    monkeypatch.setattr(gradients, "luminance", lambda *a: passes.append(1) or real(*a))
+    image: Any = x.numpy() if kind == "numpy" else x
+    if kind == "grad":
+        if not dtype.is_floating_point:
+            pytest.skip("integer tensors cannot require grad")
+        image = x.clone().requires_grad_()
+    got = imgrad.gradient_magnitude(image, color="luminance")
+    assert len(passes) == 1
+    monkeypatch.setattr(gradients, "luminance", real)
+    # the formula by hand: BT.601 luma in the compute dtype, its magnitude rounded once
+    compute = torch.float64 if dtype == torch.float64 else torch.float32
+    r, g, b = x.to(compute).unbind(0)
+    luma = r * 0.299 + g * 0.587 + b * 0.114
+    want = magnitude(spatial_gradient(luma)).to(dtype if dtype.is_floating_point else compute)
+    if kind == "numpy":
+        assert isinstance(got, np.ndarray) and got.dtype == want.numpy().dtype
+        got = torch.from_numpy(got)
+    assert got.shape == (1, 21, 17) and torch.equal(got.detach(), want[None])
+    if kind == "grad":  # the reference path as a whole, luma included: the same graph
+        got.sum().backward()
+        reference = x.clone().requires_grad_()
+        spec = gradients.GradientSpec.build(color="luminance")
+        gradients.first_order(reference, spec, norm="l2").sum().backward()
+        assert torch.equal(image.grad, reference.grad)
+
+
 def test_auto_policy_compiles_only_after_enough_eager_work(monkeypatch) -> None:
     """IMGRAD_COMPILE=auto: eager until AUTO_AFTER_PIXELS pixels (or the family's own figure)
     went through, then compiled; 0 never, 1 at once; anything else is refused with the accepted
