@@ -197,7 +197,7 @@ def laplacian(ctx: click.Context, **params: Any) -> None:
 @options.directories
 @click.pass_context
 def canny(ctx: click.Context, **params: Any) -> None:
-    """Canny edges (equal to OpenCV's on 8-bit images), written as 0/255.
+    """Canny edges (OpenCV's on the same 8-bit pixels; colour is read as RGB), written as 0/255.
 
     INPUT and OUTPUT are image files, directories, or - for stdin/stdout. Canny needs the whole
     image (its hysteresis is not local): Zarr and huge TIFF files are refused; use a gradient
@@ -335,8 +335,9 @@ def _run(ctx: click.Context, operator: str, params: dict[str, Any]) -> None:
     mapping = params.pop("mapping", None) or ("raw" if raw and not samples else "fixed")
 
     try:
-        torch, batch, distributed = _import_library()
-    except KeyboardInterrupt:  # Ctrl-C in the second of the import: nothing read or written
+        with _stoppable():
+            torch, batch, distributed = _import_library()
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM in the second of the import: nothing done
         click.echo("imgrad: interrupted before any file was read", err=True)
         ctx.exit(EXIT_INTERRUPTED)
 

@@ -176,8 +176,8 @@ output_format = compose(
         "format_",
         type=click.Choice(list(FORMATS)),
         default=None,
-        help="Output format. Files: taken from OUTPUT's extension; directories: png (tiff with "
-        "--mapping raw); stdout: png.",
+        help="Output format. Files: taken from OUTPUT's extension; directories: png (tiff for "
+        "raw float values); stdout: png.",
     ),
     click.option(
         "--bits",

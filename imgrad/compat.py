@@ -157,7 +157,9 @@ def gradient(
 
     Where ``torch.gradient`` silently returns wrong numbers for coordinate tensors whose length
     differs from the input's size along that dim, this raises ``ValueError``. uint8 and bool
-    inputs raise ``TypeError`` (torch: RuntimeError); other integer inputs give float32.
+    inputs raise ``TypeError`` (torch: RuntimeError); other integer inputs give float32, or
+    the coordinate tensors' dtype where that is wider (float64 coordinates give float64), as in
+    ``torch.gradient``.
 
     Notes
     -----
@@ -196,8 +198,9 @@ def image_gradients(img: Any) -> Gradients:
 
     Returns ``(dy, dx)`` with ``dy[..., i, :] = img[..., i + 1, :] - img[..., i, :]`` and the last
     row of ``dy`` (last column of ``dx``) equal to 0. torchmetrics keeps the input dtype, so on
-    uint8 ``0 - 255`` wraps to 1; here integer inputs are computed and returned in float32
-    (floats keep their dtype), so the difference is -255. Accepts any layout
+    uint8 ``0 - 255`` wraps to 1; here integer inputs are computed and returned in floating
+    point (8- and 16-bit integers in float32, 32- and 64-bit ones in float64, as everywhere in
+    imgrad; floats keep their dtype), so the difference is -255. Accepts any layout
     :func:`imgrad.spatial_gradient` accepts, not only ``(N, C, H, W)``.
     """
     prepared = prepare(img, min_size=1)

@@ -521,7 +521,7 @@ def write_image(
         _check_writable(array, fmt)
         buffer = io.BytesIO()  # TIFF writers seek back; a pipe cannot
         _encode(buffer, array, fmt)
-        dest.write(buffer.getbuffer())
+        _write_all(dest, buffer.getbuffer())
         dest.flush()
         return
     path = Path(dest)
@@ -656,6 +656,24 @@ def _write_tiff16_rgb(stream: IO[bytes], hwc: np.ndarray) -> None:
     encoded = io.BytesIO()  # tifffile wants a named file or a buffer, not a bare descriptor
     tifffile.imwrite(encoded, hwc, photometric="rgb")
     stream.write(encoded.getvalue())
+
+
+def _write_all(stream: IO[bytes], data: memoryview) -> None:
+    """Write all of ``data`` to ``stream``, or raise.
+
+    A stream's ``write`` may take only part (a pipe whose reader stops mid-stream: Python's
+    buffered writer then returns the count taken instead of raising), so the rest is written
+    again until the stream takes it or raises, e.g. ``BrokenPipeError``. A file-like object
+    whose ``write`` returns ``None`` (no count) is taken to have written everything.
+    """
+    done = 0
+    while done < len(data):
+        taken = stream.write(data[done:])
+        if taken is None:
+            return
+        if taken == 0:
+            raise OSError(f"the stream took {done} of {len(data)} bytes and then no more")
+        done += taken
 
 
 @contextmanager

@@ -461,6 +461,34 @@ def test_single_file_interrupt_exits_130_and_writes_nothing(
     assert signal.getsignal(signal.SIGTERM) is before  # restored
 
 
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_interrupt_while_torch_is_imported_exits_130(
+    signum, rgb: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C or SIGTERM in the second the library takes to import: 130 and a message, not a
+    death by the signal (SIGTERM's default) or click's "Aborted!"."""
+    from imgrad_cli import main as cli_main
+
+    real = cli_main._import_library
+
+    def import_library():
+        os.kill(os.getpid(), signum)
+        return real()
+
+    def unhandled(signum, frame):  # stands for the default action, which would end pytest too
+        raise RuntimeError("SIGTERM was not handled by the command")
+
+    monkeypatch.setattr(cli_main, "_import_library", import_library)
+    before = signal.signal(signal.SIGTERM, unhandled)
+    try:
+        result = run(["sobel", rgb, tmp_path / "o.png"], code=130)
+        assert signal.getsignal(signal.SIGTERM) is unhandled  # restored
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    assert result.stderr == "imgrad: interrupted before any file was read\n"
+    assert os.listdir(tmp_path) == ["rgb.png"]
+
+
 def test_a_file_named_dash_is_a_file(rgb: Path, tmp_path: Path, monkeypatch) -> None:
     """Only a bare - means stdin/stdout; ./- is the file of that name."""
     monkeypatch.chdir(tmp_path)
@@ -616,6 +644,25 @@ def test_stdout_closed_by_its_reader_stops_quietly(rgb: Path) -> None:
         [shutil.which("imgrad"), "sobel", str(rgb), "-"], stdout=write_end, stderr=subprocess.PIPE
     )
     os.close(write_end)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 1 and stderr == b""
+
+
+def test_stdout_reader_stopping_mid_stream_is_no_success(tmp_path: Path) -> None:
+    """`imgrad sobel noise.png - | head -c 100`: the reader takes 100 bytes of a PNG larger
+    than a pipe's buffer and goes; the output is cut short, so the exit code is 1, quietly."""
+    noise = np.random.default_rng(0).integers(0, 256, (700, 700), np.uint8)
+    source = tmp_path / "noise.png"
+    Image.fromarray(noise).save(source)
+    whole = console("sobel", str(source), "-")
+    assert whole.returncode == 0 and len(whole.stdout) > 4 * 65536  # more than a pipe holds
+    process = subprocess.Popen(
+        [shutil.which("imgrad"), "sobel", str(source), "-"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert process.stdout is not None and process.stdout.read(100) == whole.stdout[:100]
+    process.stdout.close()
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 1 and stderr == b""
 

@@ -535,6 +535,44 @@ def test_format_overrides_extension_and_streams(tmp_path: Path) -> None:
         write_image(io.BytesIO(), ramp_rgb())
 
 
+class Sip(io.RawIOBase):
+    """A stream that takes at most ``per_call`` bytes a call; after ``limit`` bytes its reader
+    is gone (a pipe whose reader stopped mid-stream)."""
+
+    def __init__(self, per_call: int, limit: int | None = None) -> None:
+        self.per_call, self.limit, self.data = per_call, limit, bytearray()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b) -> int:
+        if self.limit is not None and len(self.data) >= self.limit:
+            raise BrokenPipeError(32, "Broken pipe")
+        taken = bytes(b[: self.per_call])
+        self.data += taken
+        return len(taken)
+
+
+def test_stream_that_takes_part_of_each_write_gets_all_or_an_error() -> None:
+    """A short write is continued, not taken for the whole image; a reader that stops
+    mid-stream raises instead of leaving a truncated image behind a success."""
+    want = io.BytesIO()
+    write_image(want, ramp_rgb(), format="png")
+    sip = Sip(per_call=7)
+    write_image(sip, ramp_rgb(), format="png")
+    assert bytes(sip.data) == want.getvalue() and len(sip.data) > 7
+    with pytest.raises(BrokenPipeError):
+        write_image(Sip(per_call=7, limit=14), ramp_rgb(), format="png")
+
+    class NoCount(io.BytesIO):  # a file-like object whose write returns no count
+        def write(self, b) -> None:  # type: ignore[override]
+            super().write(b)
+
+    quiet = NoCount()
+    write_image(quiet, ramp_rgb(), format="png")
+    assert quiet.getvalue() == want.getvalue()
+
+
 def test_overwrite_replaces_content_and_leaves_no_temp(tmp_path: Path) -> None:
     dest = tmp_path / "a.png"
     dest.write_bytes(b"old")
