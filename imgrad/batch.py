@@ -75,7 +75,14 @@ from .gradients import (
 )
 from .operators import Stencil, get_operator
 from .thresholds import hysteresis_threshold, threshold, threshold_otsu, threshold_relative
-from .tiled import DEFAULT_TILE, open_source, process_huge, refuse_non_local, streamable
+from .tiled import (
+    DEFAULT_TILE,
+    check_destination,
+    open_source,
+    process_huge,
+    refuse_non_local,
+    streamable,
+)
 
 __all__ = [
     "FORMAT_EXTENSIONS",
@@ -534,8 +541,7 @@ def process_huge_file(
     for recipes that tiles cannot compute.
     """
     recipe.check_tiled()
-    if _same_file(source, dest):
-        raise ValueError(f"refusing to write onto the input '{source}'")
+    check_destination(source, dest)
     if streamable(source):
         image: Any = open_source(source)
     else:

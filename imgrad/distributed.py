@@ -33,8 +33,11 @@ a Dask scheduler is used; without it the message says ``pip install 'imgrad[dask
 
 from __future__ import annotations
 
+import logging
 import os
+import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from contextlib import contextmanager
@@ -96,18 +99,47 @@ def client_for(scheduler: Any) -> Iterator[Any]:
         return
     distributed = require("distributed", "running on a Dask cluster")
     if scheduler.startswith("local:"):
-        cluster = distributed.LocalCluster(
-            n_workers=int(scheduler.removeprefix("local:")),
-            threads_per_worker=1,
-            processes=True,
-            host="127.0.0.1",
-            dashboard_address="127.0.0.1:0",  # its HTTP routes on a free loopback port
-        )
-        with cluster, distributed.Client(cluster) as client:
+        with _workers_ignore_ctrl_c():
+            cluster = distributed.LocalCluster(
+                n_workers=int(scheduler.removeprefix("local:")),
+                threads_per_worker=1,
+                processes=True,
+                host="127.0.0.1",
+                dashboard_address="127.0.0.1:0",  # its HTTP routes on a free loopback port
+            )
+        with cluster, distributed.Client(cluster) as client, _quiet_after_interrupt():
             yield client
         return
-    with distributed.Client(scheduler) as client:
+    with distributed.Client(scheduler) as client, _quiet_after_interrupt():
         yield client
+
+
+@contextmanager
+def _quiet_after_interrupt() -> Iterator[None]:
+    """After Ctrl-C, silence the logs of the tasks the closing client cuts short (Dask and
+    tornado log each as an error with its traceback); the interrupt itself is reported."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        for name in list(logging.root.manager.loggerDict):  # Dask sets some children's levels
+            if name.split(".")[0] in ("distributed", "tornado"):
+                logging.getLogger(name).setLevel(logging.CRITICAL + 1)
+        raise
+
+
+@contextmanager
+def _workers_ignore_ctrl_c() -> Iterator[None]:
+    """Ignore SIGINT while local workers start, so that they inherit it: Ctrl-C (sent to the
+    whole process group) then interrupts this process alone, which closes the cluster, instead of
+    every worker printing its own ``KeyboardInterrupt`` traceback. Only the main thread can."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 @contextmanager

@@ -522,9 +522,11 @@ def orientation(gradients: Any, *, degrees: bool = False, signed: bool = False) 
     clockwise on screen: a gradient pointing down the image is +90°.
 
     The angle is computed in float64 and rounded once to the input's dtype, so float32 and half
-    results are correctly rounded and do not depend on where a pixel sits in memory (torch's
-    vectorised and scalar float32 ``atan2`` differ by an ulp), which keeps tiled results equal
-    to whole-image ones.
+    results do not depend on where a pixel sits in memory (torch's vectorised and scalar float32
+    ``atan2`` differ by an ulp), which keeps tiled results equal to whole-image ones. A float64
+    result (float64 or 32/64-bit integer gradients) is torch's float64 ``atan2``, whose vector
+    and scalar code also differ by up to an ulp: a tiled float64 angle is within 1 ulp of the
+    whole-image one.
     """
     gy, gx, is_numpy = _as_pair(gradients)
     wide = torch.float32 if gy.device.type == "mps" else torch.float64  # MPS has no float64

@@ -14,9 +14,13 @@ stored samples                            dtype
 ========================================  ===========
 1-bit, 8-bit                              ``uint8`` (1-bit becomes 0/255)
 16-bit (PNG grey or colour, TIFF)         ``uint16`` (all 16 bits, never reduced to 8)
-32-bit integer (Pillow mode ``I``)        ``uint16`` if every value fits in 0..65535, else an error
-floating point TIFF                       ``float32``
+signed 8-bit TIFF                         ``uint8`` if no value is negative, else an error
+other integers (signed, 32-bit)           ``uint16`` if every value fits in 0..65535, else an error
+floating point TIFF (16, 32, 64-bit)      ``float32``
 ========================================  ===========
+
+A MinIsWhite TIFF is inverted when its samples are 1- or 8-bit, and read as stored when they
+are deeper (as Pillow reads them).
 
 The EXIF orientation tag (or the TIFF ``Orientation`` tag) is applied, so the array is upright
 the way a viewer shows it. Only the first frame of a GIF, WebP or multi-page TIFF is read.
@@ -317,10 +321,17 @@ def _is_tiff(stream: IO[bytes]) -> bool:
 
 
 def _pillow_reduces_tiff(im: Image.Image) -> bool:
-    """True if Pillow would decode this TIFF with fewer bits than are stored."""
-    bits = im.tag_v2.get(258, (1,))  # type: ignore[attr-defined]  # BitsPerSample
-    bits = bits if isinstance(bits, tuple) else (bits,)
-    return max(bits) > 8 and im.mode not in _UINT16_MODES | {"I", "F"}
+    """True if Pillow would decode this TIFF with fewer bits than are stored, or would wrap its
+    signed 8-bit samples into 0..255 (-1 as 255)."""
+    bits = _as_tuple(im.tag_v2.get(258, 1))  # type: ignore[attr-defined]  # BitsPerSample
+    signed = 2 in _as_tuple(im.tag_v2.get(339, 1))  # type: ignore[attr-defined]  # SampleFormat
+    return (max(bits) > 8 and im.mode not in _UINT16_MODES | {"I", "F"}) or (
+        signed and max(bits) == 8
+    )
+
+
+def _as_tuple(value: object) -> tuple[object, ...]:
+    return value if isinstance(value, tuple) else (value,)
 
 
 def _png16_colour_pixels(im: Image.Image, stream: IO[bytes], rawmode: str) -> np.ndarray:
@@ -376,13 +387,23 @@ def _pillow_pixels(im: Image.Image, name: str) -> np.ndarray:
     if im.mode in _UINT16_MODES:
         pixels = pixels.astype(np.uint16)  # native byte order
     elif im.mode == "I":
-        if pixels.size and (pixels.min() < 0 or pixels.max() > 65535):
-            raise ImageReadError(
-                f"cannot read '{name}': signed or 32-bit integer samples outside 0..65535 "
-                f"(range {pixels.min()}..{pixels.max()}) are not supported"
-            )
-        pixels = pixels.astype(np.uint16)
+        pixels = integer_samples(pixels, name)
     return pixels if pixels.ndim == 3 else pixels[:, :, np.newaxis]
+
+
+def integer_samples(pixels: np.ndarray, name: str) -> np.ndarray:
+    """Integer samples of a type imgrad does not compute from (signed, 32- or 64-bit) as
+    ``uint8`` (8-bit ones) or ``uint16``, if every value fits; ``ImageReadError`` naming the
+    file otherwise. ``uint8`` and ``uint16`` samples are returned as they are."""
+    if pixels.dtype in (np.uint8, np.uint16):
+        return pixels
+    top = 255 if pixels.dtype.itemsize == 1 else 65535
+    if pixels.size and (pixels.min() < 0 or pixels.max() > top):
+        raise ImageReadError(
+            f"cannot read '{name}': integer samples outside 0..{top} "
+            f"(range {pixels.min()}..{pixels.max()}) are not supported"
+        )
+    return pixels.astype(np.uint8 if top == 255 else np.uint16)
 
 
 def _decode_tiff_with_tifffile(stream: IO[bytes], name: str, max_pixels: int | None) -> _Decoded:
@@ -420,7 +441,9 @@ def _decode_tiff_with_tifffile(stream: IO[bytes], name: str, max_pixels: int | N
         raise ImageReadError(f"cannot read '{name}': {pixels.shape[-1]} samples per pixel")
     if pixels.dtype.kind == "f":
         pixels = pixels.astype(np.float32, copy=False)
-    elif pixels.dtype not in (np.uint8, np.uint16):
+    elif pixels.dtype.kind in "iu":
+        pixels = integer_samples(pixels, name)
+    else:
         raise ImageReadError(f"cannot read '{name}': unsupported TIFF sample type {pixels.dtype}")
     orientation = int(orientation_tag.value) if orientation_tag is not None else 1
     return _Decoded(pixels, orientation, premultiplied=premultiplied)

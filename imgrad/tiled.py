@@ -7,7 +7,8 @@ the reflected columns of the whole image, a ``circular`` one reads the right edg
 pads with ``border_value``). The window then goes through
 :func:`imgrad.gradients.first_derivatives_extended` (or the second-derivative twin), which does
 exactly the arithmetic of the whole-image call for every output pixel, so the stitched result is
-``torch.equal`` to the whole-image result for every operator, border, colour mode and stage.
+``torch.equal`` to the whole-image result for every operator, border, colour mode and stage
+(except a float64 ``orientation``: within 1 ulp, see :func:`imgrad.orientation`).
 
 Stages
 ------
@@ -48,6 +49,9 @@ in memory), a ``.tif``/``.tiff`` path (a tiled TIFF, written tile by tile from a
 ``.zarr`` path (written chunk by chunk, by the workers themselves on a cluster), or another image
 path for results small enough for :func:`imgrad.io.write_image`. Files are written atomically:
 to a temporary name beside ``dst``, renamed when complete. Only a few tiles are ever in memory.
+Before any tile is computed, :func:`check_destination` refuses a ``dst`` that is the input,
+holds it or lies inside it, a ``.zarr`` path holding something other than a Zarr array (which
+the output would replace), and a missing output folder.
 
 Output values: floats by default (float32 for integer and float32 input), a bool mask for
 ``threshold`` (0/255 ``uint8`` in files); ``output="uint8"``/``"uint16"`` maps values with
@@ -60,11 +64,15 @@ file is used.
 
 from __future__ import annotations
 
+import errno
+import json
+import math
 import os
 import secrets
 import shutil
 import threading
-from collections import deque
+import weakref
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor
 from dataclasses import dataclass, replace
@@ -76,7 +84,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ._input import compute_dtype, is_integer, result_dtype
+from ._input import compute_dtype, is_integer, native_order, real_number, result_dtype
 from .engine import border_index
 from .gradients import (
     NORMS,
@@ -99,6 +107,7 @@ __all__ = [
     "STAGES",
     "MissingExtraError",
     "NonLocalStageError",
+    "check_destination",
     "check_tile",
     "open_source",
     "process_huge",
@@ -186,7 +195,7 @@ class ArraySource(Source):
             array = image.detach().cpu().numpy()
         else:
             self.kind = "numpy"
-            array = np.asarray(image)
+            array = native_order(np.asarray(image))  # torch takes native byte order only
         if array.ndim not in (2, 3):
             raise ValueError(f"image must have shape (H, W) or (C, H, W); got {array.shape}")
         self.rank = array.ndim
@@ -249,9 +258,17 @@ _ORIENTATIONS = {
 
 
 class TiffSource(Source):
-    """The first image of a TIFF file, read by tiles or strips through tifffile's Zarr store.
+    """The first image of a TIFF file, read by tiles or strips through tifffile's Zarr store
+    (uncompressed contiguous data is memory-mapped instead: a single-strip file is one chunk,
+    which the store would decode whole for every tile).
 
-    Layouts ``YX`` (grey), ``YXS`` (samples interleaved, e.g. RGB) and ``SYX``/``CYX``.
+    Layouts ``YX`` (grey), ``YXS`` (samples interleaved, e.g. RGB) and ``SYX``/``CYX``. The
+    samples are those :func:`imgrad.io.read_image` gives for the whole file: bilevel as 0/255,
+    1- and 8-bit MinIsWhite inverted, a palette expanded to RGB, floats as float32, other
+    integer types as uint8/uint16 when every value fits (checked window by window), the
+    Orientation tag applied. Colour spaces other than grey, RGB, palette and YCbCr (decoded to
+    RGB) are refused: a tile cannot be converted exactly as Pillow converts the whole image.
+    Extra samples (alpha) stay channels of their own; the command line refuses them.
     """
 
     read_in_task = True
@@ -260,23 +277,40 @@ class TiffSource(Source):
 
     def __init__(self, path: str | os.PathLike[str]):
         tifffile = require("tifffile", "reading TIFF images tile by tile")
+        from .io import ImageReadError
+
         self._path = str(path)
-        with tifffile.TiffFile(self._path) as tif:
-            series = tif.series[0]
-            self.axes = series.axes
-            shape, self.dtype = tuple(series.shape), np.dtype(series.dtype)
-            tag = tif.pages.first.tags.get("Orientation")
-        # as the whole-image reader: bilevel samples are 0/255, the Orientation tag is applied
-        self._bilevel = self.dtype == np.bool_
-        if self._bilevel:
-            self.dtype = np.dtype(np.uint8)
+        try:
+            with tifffile.TiffFile(self._path) as tif:
+                series, page = tif.series[0], tif.pages.first
+                self.axes, shape = series.axes, tuple(series.shape)
+                stored = np.dtype(series.dtype)
+                photometric = page.photometric
+                colormap = page.colormap
+                tag = page.tags.get("Orientation")
+        except Exception as exc:  # tifffile raises many kinds on a corrupt file
+            raise ImageReadError(
+                f"cannot read '{path}': corrupt or unsupported TIFF ({exc})"
+            ) from exc
+        if photometric not in _PHOTOMETRICS:
+            raise ImageReadError(
+                f"cannot read '{path}' tile by tile: its colour space ({photometric.name}) is "
+                f"not grey, RGB or a palette; convert the file to grey or RGB"
+            )
+        self._invert = photometric == _MINISWHITE and stored in (np.bool_, np.uint8)  # as Pillow
+        self._palette = None
+        if photometric == _PALETTE:  # the colour table in 8 bits, as Pillow reads it
+            self._palette = (np.asarray(colormap) // 256).astype(np.uint8)
+        self._stored_dtype = stored
+        self.dtype = _read_dtype(stored) if self._palette is None else np.dtype(np.uint8)
         self._orientation = _ORIENTATIONS.get(int(tag.value) if tag is not None else 1, _UPRIGHT)
         if self.axes == "YX":
-            self.shape = (1, *shape)  # type: ignore[assignment]
-            self.rank = 2
-        elif self.axes == "YXS":
+            channels = 1 if self._palette is None else 3
+            self.shape = (channels, *shape)  # type: ignore[assignment]
+            self.rank = 2 if channels == 1 else 3
+        elif self.axes == "YXS" and self._palette is None:
             self.shape = (shape[2], shape[0], shape[1])
-        elif self.axes in ("SYX", "CYX"):
+        elif self.axes in ("SYX", "CYX") and self._palette is None:
             self.shape = shape  # type: ignore[assignment]
         else:
             raise ValueError(
@@ -293,14 +327,31 @@ class TiffSource(Source):
             rows = (height - rows[1], height - rows[0])
         if flip_cols:
             cols = (width - cols[1], width - cols[0])
-        window = self._stored(*((cols, rows) if transpose else (rows, cols)))
+        window = self._samples(self._stored(*((cols, rows) if transpose else (rows, cols))))
         if transpose:
             window = window.transpose(0, 2, 1)
         if flip_rows:
             window = window[:, ::-1]
         if flip_cols:
             window = window[:, :, ::-1]
-        return window.astype(np.uint8) * np.uint8(255) if self._bilevel else window
+        return window
+
+    def _samples(self, stored: np.ndarray) -> np.ndarray:
+        """Stored samples as the whole-image reader gives them (see the class notes)."""
+        from .io import integer_samples
+
+        stored = native_order(stored)  # a mapped big-endian file
+        if self._invert:
+            stored = ~stored if stored.dtype == np.bool_ else np.uint8(255) - stored
+        if stored.dtype == np.bool_:
+            return stored.astype(np.uint8) * np.uint8(255)
+        if self._palette is not None:
+            return self._palette[:, stored[0]]
+        if stored.dtype.kind == "f":
+            return stored.astype(np.float32, copy=False)
+        if stored.dtype.kind in "iu":
+            return integer_samples(stored, self._path)
+        return stored  # complex: refused by process_huge with the usual message
 
     def _stored(self, rows: tuple[int, int], cols: tuple[int, int]) -> np.ndarray:
         """``(C, h, w)`` window of the samples as stored."""
@@ -316,26 +367,55 @@ class TiffSource(Source):
         """Close this process's handle on the file (it reopens if read again)."""
         with _TIFF_LOCK:
             for key in [k for k in _TIFF_STORES if k[0] == self._path]:
-                _TIFF_STORES.pop(key)[0].close()
+                _TIFF_STORES.pop(key)[0]()
 
 
-# One open Zarr store per TIFF file and process: tasks on a worker share it instead of parsing
-# the file again for every tile. The key has the file's mtime and size, so a rewritten file is
-# opened afresh.
-_TIFF_STORES: dict[tuple[str, int, int], tuple[Any, Any]] = {}
+_MINISWHITE, _PALETTE = 0, 3
+_PHOTOMETRICS = (_MINISWHITE, 1, 2, _PALETTE, 6)  # MinIsBlack, RGB, YCbCr (decoded as RGB)
+
+
+def _read_dtype(stored: np.dtype) -> np.dtype:
+    """The dtype :func:`imgrad.io.read_image` gives samples stored as ``stored``."""
+    if stored == np.bool_ or stored.itemsize == 1:
+        return np.dtype(np.uint8)
+    if stored.kind == "f":
+        return np.dtype(np.float32)
+    if stored.kind in "iu":
+        return np.dtype(np.uint16)  # uint16, or other integers whose values fit (else an error)
+    return stored
+
+
+# One open file per TIFF and process: tasks on a worker share it instead of parsing the file
+# again for every tile. The key has the file's mtime and size, so a rewritten file is opened
+# afresh; the value is (close, array). At most _TIFF_OPEN files stay open: a long-lived worker
+# that serves many files forgets the least recently used, which is closed when no reader holds
+# its array any more.
+_TIFF_STORES: OrderedDict[tuple[str, int, int], tuple[Callable[[], None], Any]] = OrderedDict()
 _TIFF_LOCK = threading.Lock()
+_TIFF_OPEN = 8
 
 
 def _tiff_array(path: str) -> Any:
     stat = os.stat(path)
     key = (path, stat.st_mtime_ns, stat.st_size)
     with _TIFF_LOCK:
-        if key not in _TIFF_STORES:
-            tifffile = require("tifffile", "reading TIFF images tile by tile")
+        if key in _TIFF_STORES:
+            _TIFF_STORES.move_to_end(key)
+            return _TIFF_STORES[key][1]
+        tifffile = require("tifffile", "reading TIFF images tile by tile")
+        try:  # uncompressed contiguous samples: read only the bytes needed
+            array = tifffile.memmap(path, series=0, level=0, mode="r")
+            entry: tuple[Callable[[], None], Any] = (lambda: None, array)
+        except ValueError:  # tiled, compressed or bit-packed
             zarr = require("zarr", "reading TIFF images tile by tile")
             store = tifffile.imread(path, aszarr=True, series=0, level=0)
-            _TIFF_STORES[key] = (store, zarr.open_array(store, mode="r"))
-        return _TIFF_STORES[key][1]
+            array = zarr.open_array(store, mode="r")
+            weakref.finalize(array, store.close)  # evicted: closed once no reader holds it
+            entry = (store.close, array)
+        _TIFF_STORES[key] = entry
+        while len(_TIFF_STORES) > _TIFF_OPEN:
+            _TIFF_STORES.popitem(last=False)
+        return entry[1]
 
 
 def streamable(path: Any) -> bool:
@@ -470,6 +550,8 @@ def stage_values(job: TileJob, xp: torch.Tensor, stage: str | None = None) -> to
     values = vector_norm(gy, gx, job.norm).to(out_dtype)  # as gradient_magnitude: rounded once
     if stage == "threshold":
         assert job.threshold is not None, "the threshold is resolved before the last pass"
+        if math.isnan(job.threshold):  # ratio x a NaN maximum: as threshold_relative, no pixel
+            return torch.zeros(values.shape, dtype=torch.bool)
         return threshold_mask(values, job.threshold)
     return values
 
@@ -574,9 +656,14 @@ class ZarrSink:
             self._array[:, r, c] = values
 
     def commit(self) -> None:
-        if self.path.exists():
-            shutil.rmtree(self.path) if self.path.is_dir() else self.path.unlink()
+        """Rename the finished array onto ``path``; an array there before (:func:`check_destination`
+        allows only a Zarr array) is moved aside first and deleted after."""
+        old = _temporary_beside(self.path) if self.path.exists() else None
+        if old is not None:
+            os.replace(self.path, old)
         os.replace(self.tmp, self.path)
+        if old is not None:
+            shutil.rmtree(old)
 
     def discard(self) -> None:
         shutil.rmtree(self.tmp, ignore_errors=True)
@@ -684,6 +771,47 @@ def check_tile(
     return rows, cols
 
 
+def check_destination(src: Any, dst: str | os.PathLike[str] | None) -> None:
+    """Refuse, before any tile is computed, a ``dst`` whose writing would lose data or fail only
+    at the end: the input itself, a folder that holds the input or a path inside it, a folder
+    other than a Zarr array for a ``.zarr`` output (the output replaces what is there), a folder
+    for a file output, or a folder that does not exist (``FileNotFoundError``)."""
+    if dst is None:
+        return
+    target = Path(dst)
+    if not target.parent.is_dir():
+        raise FileNotFoundError(errno.ENOENT, f"no folder '{target.parent}' to write into", dst)
+    if isinstance(src, (str, os.PathLike)):
+        source, out = Path(src).resolve(), target.resolve()
+        if out == source or out in source.parents or source in out.parents or _same(src, dst):
+            raise ValueError(f"refusing to write '{dst}': it is, holds or lies in the input")
+    if not target.exists():
+        return
+    if _destination_kind(dst) == "zarr":
+        if not _is_zarr_array(target):
+            raise ValueError(f"refusing to replace '{dst}': it is not a Zarr array")
+    elif target.is_dir():
+        raise ValueError(f"refusing to write '{dst}': it is a folder")
+
+
+def _same(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
+    """The same file under two names (a hard link), if both exist."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _is_zarr_array(path: Path) -> bool:
+    """A folder holding a Zarr array (format 2's ``.zarray`` or format 3's ``zarr.json``)."""
+    if (path / ".zarray").is_file():
+        return True
+    try:
+        return json.loads((path / "zarr.json").read_text()).get("node_type") == "array"
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def _destination_kind(dst: str | os.PathLike[str] | None) -> str:
     if dst is None:
         return "memory"
@@ -738,6 +866,10 @@ def _threshold_options(
         return None
     if len(chosen) != 1:
         raise ValueError("stage='threshold' needs exactly one of threshold=, ratio= or otsu=True")
+    if value is not None:
+        real_number(value, "threshold")  # NaN or a string is refused here, not in every tile
+    if ratio is not None:
+        real_number(ratio, "ratio")
     if bins is not None and not chosen == ["otsu"]:
         raise ValueError("bins applies to otsu=True only")
     if bins is not None and (not is_integer(bins) or bins < 2):
@@ -837,6 +969,7 @@ def process_huge(
         raise ValueError("scale is required with output='uint8'/'uint16', and only there")
     tile_hw = check_tile(tile, dst)
     kind = _destination_kind(dst)
+    check_destination(src, dst)
     source = open_source(src)
     try:
         c, h, w = source.shape

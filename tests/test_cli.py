@@ -244,6 +244,9 @@ def test_laplacian_equals_opencv(grey: Path, tmp_path: Path) -> None:
     run(["laplacian", grey, tmp_path / "lap.npy", "--ksize", "3"])
     expected = cv2.Laplacian(read(grey)[0], cv2.CV_32F, ksize=3)
     assert np.array_equal(np.load(tmp_path / "lap.npy")[0], expected)
+    run(["laplacian", grey, tmp_path / "lap1.npy"])  # the default: the 5-point stencil
+    expected = cv2.Laplacian(read(grey)[0], cv2.CV_32F, ksize=1)
+    assert np.array_equal(np.load(tmp_path / "lap1.npy")[0], expected)
     run(["laplacian", grey, tmp_path / "lap.png"])
     assert read(tmp_path / "lap.png")[0, 0, 0] in range(120, 137)  # near mid-grey
 
@@ -858,6 +861,34 @@ def test_tiled_bilevel_and_unsupported_samples(tmp_path: Path) -> None:
     result = run(["sobel", tmp_path / "c.tif", tmp_path / "o.png", "--tile", "16"], code=1)
     assert "c.tif': complex images are not supported" in result.stderr
     assert "Traceback" not in result.output
+
+
+def test_tiled_outputs_never_replace_the_input_and_name_the_missing_folder(
+    tmp_path: Path,
+) -> None:
+    """A .zarr OUTPUT that is the folder holding INPUT was deleted with it; now exit 1, nothing
+    touched. A missing output folder is named, not the temporary file beside the output."""
+    folder = tmp_path / "res.zarr"
+    folder.mkdir()
+    tifffile.imwrite(folder / "g.tif", rgb_image(40, 30)[0])
+    (folder / "notes.txt").write_text("keep me")
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    result = run(["sobel", folder / "g.tif", folder], code=1)
+    assert result.stderr.count("\n") == 1 and "holds or lies in the input" in result.stderr
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    result = run(["sobel", folder / "g.tif", tmp_path / "nodir" / "o.tif", "--tile", "16"], code=1)
+    assert f"no folder '{tmp_path / 'nodir'}' to write into" in result.stderr
+    assert ".imgrad-tmp" not in result.stderr and not (tmp_path / "nodir").exists()
+
+
+def test_tiled_int16_tiff_equals_the_whole_image_run(tmp_path: Path) -> None:
+    """Signed 16-bit samples are read as uint16 by tiles too (they were scaled as floats)."""
+    tifffile.imwrite(tmp_path / "i16.tif", (rgb_image(40, 30)[0].astype(np.int16) * 4))
+    run(["sobel", tmp_path / "i16.tif", tmp_path / "whole.png"])
+    run(["sobel", tmp_path / "i16.tif", tmp_path / "tiles.png", "--tile", "16", "-q"])
+    whole = read(tmp_path / "whole.png")
+    assert whole.dtype == np.uint16 and whole.max() > 0
+    assert np.array_equal(read(tmp_path / "tiles.png"), whole)
 
 
 def test_interrupted_zarr_output_leaves_nothing(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 from pathlib import Path
 
 import numpy as np
@@ -345,3 +346,199 @@ def test_missing_extra_says_how_to_install(tmp_path: Path, monkeypatch: pytest.M
         with pytest.raises(MissingExtraError, match=r"pip install 'imgrad\[dask\]'") as info:
             call()
         assert isinstance(info.value, ImportError)
+
+
+# --------------------------------------------------------------------------- TIFF samples
+
+_COLOURS = (np.arange(3 * 256).reshape(3, 256) * 85 % 65536).astype(np.uint16)
+_GREY = np.arange(24 * 20).reshape(24, 20) % 200  # 0..199
+
+
+@pytest.mark.parametrize(
+    ("kind", "stored", "options", "expected"),
+    [
+        ("int16", _GREY.astype(np.int16), {}, _GREY.astype(np.uint16)),
+        ("uint32", _GREY.astype(np.uint32) * 300, {}, (_GREY * 300).astype(np.uint16)),
+        ("int8", (_GREY // 2).astype(np.int8), {}, (_GREY // 2).astype(np.uint8)),
+        ("float16", (_GREY / 7).astype(np.float16), {}, (_GREY / 7).astype(np.float16)),
+        ("float64", _GREY / 7, {}, (_GREY / 7).astype(np.float32)),
+        (
+            "miniswhite",
+            _GREY.astype(np.uint8),
+            {"photometric": "miniswhite"},
+            255 - _GREY.astype(np.uint8),
+        ),
+        ("bilevel miniswhite", _GREY % 3 == 0, {"photometric": "miniswhite"}, (_GREY % 3 != 0)),
+        ("palette", _GREY.astype(np.uint8), {"photometric": "palette", "colormap": _COLOURS}, None),
+    ],
+)
+def test_tiff_samples_are_those_of_the_whole_image_reader(
+    tmp_path: Path, kind: str, stored: np.ndarray, options: dict, expected: np.ndarray | None
+) -> None:
+    """Tiles read the samples read_image gives for the whole file (values written out by hand
+    here), in strips and in tiles, so the tiled magnitude equals the whole-image one."""
+    if expected is None:  # a palette: Pillow's colour table, each 16-bit entry // 256
+        expected = (_COLOURS // 256).astype(np.uint8)[:, _GREY]
+    elif expected.dtype == np.bool_:
+        expected = expected.astype(np.uint8) * 255
+    want = expected if expected.ndim == 3 else expected[None]
+    want = want.astype(np.float32) if want.dtype.kind == "f" else want
+    for layout in ({}, {"tile": (16, 16)}):
+        path = tmp_path / f"{kind}{len(layout)}.tif"
+        tifffile.imwrite(path, stored, **options, **layout)
+        whole = image_io.read_image(path)
+        source = open_source(path)
+        window = source.read((0, 24), (0, 20))
+        assert whole.dtype == window.dtype == want.dtype, (kind, whole.dtype, window.dtype)
+        np.testing.assert_array_equal(whole, want)
+        np.testing.assert_array_equal(window, want)
+        tiled = process_huge(path, tile=(7, 9))
+        magnitude = imgrad.gradient_magnitude(whole)
+        np.testing.assert_array_equal(tiled, magnitude if tiled.ndim == 3 else magnitude[0])
+
+
+@pytest.mark.parametrize(
+    ("stored", "message"),
+    [
+        (np.full((20, 20), -3, np.int16), r"integer samples outside 0\.\.65535 \(range -3\.\.-3\)"),
+        (np.full((20, 20), 70000, np.int32), r"outside 0\.\.65535 \(range 70000\.\.70000\)"),
+        (np.full((20, 20), -1, np.int8), r"outside 0\.\.255 \(range -1\.\.-1\)"),
+    ],
+)
+def test_integer_samples_that_do_not_fit_are_refused_alike(
+    tmp_path: Path, stored: np.ndarray, message: str
+) -> None:
+    """Out-of-range integers: the same error, naming the file, whole or by tiles (Pillow alone
+    would wrap the signed 8-bit -1 to 255)."""
+    path = tmp_path / "ints.tif"
+    tifffile.imwrite(path, stored)
+    with pytest.raises(image_io.ImageReadError, match=message) as whole:
+        image_io.read_image(path)
+    with pytest.raises(image_io.ImageReadError, match=message) as tiles:
+        process_huge(path, tile=8)
+    assert str(path) in str(whole.value) and str(path) in str(tiles.value)
+
+
+def test_other_colour_spaces_and_corrupt_files_are_refused_with_the_name(tmp_path: Path) -> None:
+    cmyk = tmp_path / "cmyk.tif"
+    tifffile.imwrite(cmyk, np.zeros((20, 20, 4), np.uint8), photometric="separated")
+    with pytest.raises(ValueError, match=r"cmyk\.tif' tile by tile: its colour space \(SEPARATED"):
+        open_source(cmyk)
+    corrupt = tmp_path / "corrupt.tif"
+    corrupt.write_bytes(b"II*\x00" + b"\xff" * 100)
+    with pytest.raises(image_io.ImageReadError, match=r"corrupt\.tif': corrupt or unsupported"):
+        process_huge(corrupt, tile=16)
+
+
+def test_uncompressed_tiffs_are_memory_mapped(tmp_path: Path) -> None:
+    """A single-strip file is one Zarr chunk, decoded whole for every tile: uncompressed ones
+    are mapped instead (a window reads its own bytes), big-endian ones too. Compressed files
+    are not mappable and go through the store; all give the whole-image result."""
+    from imgrad import tiled
+
+    image = _image((130, 150), torch.float32, seed=4).numpy()
+    expected = imgrad.gradient_magnitude(image)
+    for name, options, mapped in [
+        ("strip", {}, True),
+        ("strips", {"rowsperstrip": 16}, True),
+        ("deflated", {"compression": "zlib"}, False),
+        ("big-endian", {"byteorder": ">"}, True),
+    ]:
+        path = tmp_path / f"{name}.tif"
+        tifffile.imwrite(path, image, **options)
+        assert isinstance(tiled._tiff_array(str(path)), np.memmap) == mapped, name
+        np.testing.assert_array_equal(process_huge(path, tile=(40, 64))[0], expected[0])
+
+
+def test_open_tiff_files_per_process_are_bounded(tmp_path: Path) -> None:
+    """A long-lived worker that reads many TIFFs keeps at most a few of them open."""
+    from imgrad import tiled
+
+    paths = []
+    for i in range(tiled._TIFF_OPEN + 4):
+        paths.append(tmp_path / f"{i}.tif")
+        tifffile.imwrite(paths[-1], np.full((20, 20), i, np.uint8), compression="zlib")
+    for i, path in enumerate(paths):
+        assert open_source(path).read((0, 1), (0, 1)).item() == i
+    assert len([k for k in tiled._TIFF_STORES if Path(k[0]).parent == tmp_path]) == 8
+    if Path("/proc/self/fd").is_dir():
+        import gc
+
+        gc.collect()
+        targets = []
+        for fd in os.listdir("/proc/self/fd"):
+            try:
+                targets.append(Path(os.readlink(f"/proc/self/fd/{fd}")))
+            except OSError:  # the descriptor listdir itself used
+                pass
+        assert len([t for t in targets if t.parent == tmp_path]) == tiled._TIFF_OPEN
+
+
+# --------------------------------------------------------------------------- destinations
+
+
+def test_outputs_never_land_on_into_or_around_the_input(tmp_path: Path) -> None:
+    """Every refusal comes before any tile is computed, and the input is left as it was."""
+    folder = tmp_path / "res.zarr"  # a folder that happens to end in .zarr, holding the input
+    folder.mkdir()
+    tifffile.imwrite(folder / "in.tif", _image((40, 40)).numpy())
+    (folder / "notes.txt").write_text("keep me")
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    array = tmp_path / "in.zarr"
+    zarr.create_array(str(array), data=_image((40, 40)).numpy(), chunks=(16, 16))
+    cases = [
+        (folder / "in.tif", folder, "holds or lies in the input"),
+        (folder / "in.tif", folder / "in.tif", "holds or lies in the input"),
+        (array, array / "out.zarr", "holds or lies in the input"),
+    ]
+    for src, dst, message in cases:
+        with pytest.raises(ValueError, match=message):
+            process_huge(src, dst, tile=16)
+    with pytest.raises(ValueError, match=r"refusing to replace .*res\.zarr': it is not a Zarr"):
+        process_huge(array, folder, tile=16)
+    (tmp_path / "dir.tif").mkdir()
+    with pytest.raises(ValueError, match=r"dir\.tif': it is a folder"):
+        process_huge(array, tmp_path / "dir.tif", tile=16)
+    with pytest.raises(FileNotFoundError, match="no folder .*nodir' to write into"):
+        process_huge(array, tmp_path / "nodir" / "out.zarr", tile=16)
+    assert not (tmp_path / "nodir").exists()
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dir.tif", "in.zarr", "res.zarr"]
+
+
+def test_a_zarr_array_output_is_replaced_whole(tmp_path: Path) -> None:
+    dst = tmp_path / "out.zarr"
+    process_huge(np.zeros((30, 30), np.uint8), dst, tile=16)
+    image = _image((20, 24), torch.float32).numpy()
+    process_huge(image, dst, tile=16)
+    np.testing.assert_array_equal(zarr.open_array(str(dst))[:], imgrad.gradient_magnitude(image))
+    assert [p.name for p in tmp_path.iterdir()] == ["out.zarr"]
+
+
+# --------------------------------------------------------------------------- odd values
+
+
+def test_relative_threshold_of_a_nan_magnitude_is_empty_as_on_the_whole_image() -> None:
+    x = _image((30, 30), torch.float32)
+    x[10, 10] = float("nan")
+    whole = threshold_relative(imgrad.gradient_magnitude(x), 0.5)
+    assert not whole.any()
+    assert torch.equal(process_huge(x, stage="threshold", ratio=0.5, tile=8), whole)
+    for bad in ({"threshold": float("nan")}, {"ratio": float("nan")}):
+        with pytest.raises(ValueError, match="must not be NaN"):
+            process_huge(x, stage="threshold", tile=8, **bad)
+
+
+def test_big_endian_arrays_are_read_like_native_ones() -> None:
+    image = _image((25, 27), torch.float32, seed=5).numpy()
+    got = process_huge(image.astype(">f4"), tile=(8, 10))
+    np.testing.assert_array_equal(got, imgrad.gradient_magnitude(image))
+
+
+def test_float64_orientation_by_tiles_is_within_one_ulp() -> None:
+    """torch's vector and scalar float64 atan2 differ by up to an ulp, so a pixel's angle can
+    depend on where it falls; float32 angles (rounded from float64) do not (above)."""
+    x = torch.rand((300, 301), generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    whole = imgrad.orientation(imgrad.sobel(x)).numpy()
+    tiled = process_huge(x, stage="orientation", tile=(37, 41)).numpy()
+    assert np.all(np.abs(tiled - whole) <= np.spacing(np.maximum(np.abs(whole), np.abs(tiled))))
