@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -373,6 +374,15 @@ def test_resume_skips_up_to_date_outputs(tmp_path: Path) -> None:
     assert (third.processed, third.skipped) == (1, 3)
     forced = process_tree(source, out, Recipe(), overwrite=True)
     assert (forced.processed, forced.skipped) == (4, 0)
+    # an output no later than its input (coarse timestamps, a copy keeping them) is redone
+    stamp = paths[1].stat().st_mtime_ns
+    os.utime(paths[0], ns=(stamp, stamp))  # back in the past: its output is later again
+    same = time.time_ns() + 50 * 10**9  # input and output stamped alike, after the options
+    output = next(p for p in out.rglob("*") if p.stem == paths[1].stem)
+    for path in (paths[1], output):
+        os.utime(path, ns=(same, same))
+    fourth = process_tree(source, out, Recipe())
+    assert (fourth.processed, fourth.skipped) == (1, 3)
 
 
 def test_failed_write_leaves_no_partial_file(tmp_path: Path, monkeypatch) -> None:

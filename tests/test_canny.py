@@ -113,6 +113,15 @@ def test_relative_and_quantile_thresholds():
     assert torch.equal(relative, canny(a, 0.2 * peak, 0.4 * peak))
     quantile = canny(a, 0.8, 0.9, thresholds="quantile")
     assert 0 < int(quantile.sum()) < a.numel() // 5
+    # numpy's linear-interpolation quantiles of the L1 gradient norm, ends included
+    from imgrad.gradients import sobel
+
+    gy, gx = sobel(a.float(), border="replicate")
+    norm = (gy.abs() + gx.abs()).double().numpy().ravel()
+    for low, high in ((0.8, 0.9), (0.0, 0.37), (0.5, 1.0)):
+        lo, hi = np.quantile(norm, [low, high])
+        got = canny(a, low, high, thresholds="quantile")
+        assert torch.equal(got, canny(a, lo, hi)), (low, high)
 
 
 def test_automatic_thresholds_use_otsu_on_magnitude():

@@ -564,6 +564,18 @@ def test_second_derivatives_exact_on_quadratics(name, border):
     assert torch.equal(lap[inner], torch.full_like(lap[inner], 4.0))
 
 
+@pytest.mark.parametrize("name", ["sobel", "scharr", "central"])
+def test_first_derivatives_spacing_divides_each_axis(name):
+    """A plane 3·y + 5·x sampled every sy = 2 rows and sx = 0.5 columns has slopes 3/2 and 10."""
+    yy, xx = torch.meshgrid(
+        torch.arange(7, dtype=torch.float64), torch.arange(8, dtype=torch.float64), indexing="ij"
+    )
+    g = imgrad.spatial_gradient(3 * yy + 5 * xx, name, normalized=True, spacing=(2.0, 0.5))
+    inner = (slice(1, -1), slice(1, -1))
+    assert torch.equal(g.gy[inner], torch.full((5, 6), 1.5, dtype=torch.float64))
+    assert torch.equal(g.gx[inner], torch.full((5, 6), 10.0, dtype=torch.float64))
+
+
 def test_second_derivatives_spacing_scales_by_squares():
     """spacing=(sy, sx) divides gyy by sy², gxy by sy·sx, gxx by sx²."""
     f = make_image((6, 6), torch.float64, seed=21)

@@ -53,10 +53,15 @@ def test_threshold_is_strict():
 
 
 def test_threshold_integer_with_fractional_value():
-    """uint8 data against 2.5: 3 is above, 2 is not (no rounding of the threshold)."""
+    """uint8 data against fractions: x > t, so 3 is above 2.4 ... 2.999 and 2 is not, 2 is
+    above 1.6 (no rounding of the threshold, which would take 2.6 to 3 and 1.6 to 2)."""
     x = np.array([[2, 3]], dtype=np.uint8)
     out = threshold(x, 2.5)
     assert isinstance(out, np.ndarray) and out.tolist() == [[False, True]]
+    for value in (2.4, 2.6, 2.999):
+        assert threshold(x, value).tolist() == [[False, True]], value
+    assert threshold(x, 1.6).tolist() == [[True, True]]
+    assert threshold(x, -0.5).tolist() == [[True, True]]
 
 
 def test_threshold_per_image_values():
