@@ -301,7 +301,6 @@ class TiffSource(Source):
         self._palette = None
         if photometric == _PALETTE:  # the colour table in 8 bits, as Pillow reads it
             self._palette = (np.asarray(colormap) // 256).astype(np.uint8)
-        self._stored_dtype = stored
         self.dtype = _read_dtype(stored) if self._palette is None else np.dtype(np.uint8)
         self._orientation = _ORIENTATIONS.get(int(tag.value) if tag is not None else 1, _UPRIGHT)
         if self.axes == "YX":
