@@ -81,6 +81,7 @@ from .tiled import (
     open_source,
     process_huge,
     refuse_non_local,
+    same_file,
     streamable,
 )
 
@@ -513,7 +514,7 @@ def process_file(
     else:
         raise ValueError("format is required when writing to a stream")
     recipe.check_extension(extension)
-    if is_path and isinstance(source, (str, os.PathLike)) and _same_file(source, dest):
+    if is_path and isinstance(source, (str, os.PathLike)) and same_file(source, dest):
         raise ValueError(f"refusing to write onto the input '{source}'")
     image = image_io.read_image(source, alpha=alpha, max_pixels=max_pixels)
     (out,) = recipe.apply(image[None], extension)
@@ -551,13 +552,6 @@ def process_huge_file(
         process_huge(image, dest, tile=tile, scheduler=scheduler, progress=progress, **options)
     finally:
         image.close()
-
-
-def _same_file(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
-    try:
-        return os.path.samefile(a, b)
-    except OSError:
-        return False
 
 
 # --------------------------------------------------------------------------- directory trees

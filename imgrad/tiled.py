@@ -782,7 +782,7 @@ def check_destination(src: Any, dst: str | os.PathLike[str] | None) -> None:
         raise FileNotFoundError(errno.ENOENT, f"no folder '{target.parent}' to write into", dst)
     if isinstance(src, (str, os.PathLike)):
         source, out = Path(src).resolve(), target.resolve()
-        if out == source or out in source.parents or source in out.parents or _same(src, dst):
+        if out == source or out in source.parents or source in out.parents or same_file(src, dst):
             raise ValueError(f"refusing to write '{dst}': it is, holds or lies in the input")
     if not target.exists():
         return
@@ -793,7 +793,7 @@ def check_destination(src: Any, dst: str | os.PathLike[str] | None) -> None:
         raise ValueError(f"refusing to write '{dst}': it is a folder")
 
 
-def _same(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
+def same_file(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
     """The same file under two names (a hard link), if both exist."""
     try:
         return os.path.samefile(a, b)

@@ -486,13 +486,9 @@ def test_outputs_never_land_on_into_or_around_the_input(tmp_path: Path) -> None:
     before = {p.name: p.read_bytes() for p in folder.iterdir()}
     array = tmp_path / "in.zarr"
     zarr.create_array(str(array), data=_image((40, 40)).numpy(), chunks=(16, 16))
-    cases = [
-        (folder / "in.tif", folder, "holds or lies in the input"),
-        (folder / "in.tif", folder / "in.tif", "holds or lies in the input"),
-        (array, array / "out.zarr", "holds or lies in the input"),
-    ]
-    for src, dst, message in cases:
-        with pytest.raises(ValueError, match=message):
+    inside = [(folder / "in.tif", folder), (folder / "in.tif", folder / "in.tif")]
+    for src, dst in [*inside, (array, array / "out.zarr")]:
+        with pytest.raises(ValueError, match="holds or lies in the input"):
             process_huge(src, dst, tile=16)
     with pytest.raises(ValueError, match=r"refusing to replace .*res\.zarr': it is not a Zarr"):
         process_huge(array, folder, tile=16)
