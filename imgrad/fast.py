@@ -261,8 +261,8 @@ def _halo_last(t: torch.Tensor, n: int, r: int, border: str, value: float) -> No
     if border == "constant":
         t[..., :r], t[..., r + n : 2 * r + n] = value, value
         return
-    halo = torch.cat([torch.arange(-r, 0), torch.arange(n, n + r)]).to(t.device)
-    index = _sources(n, halo, border)[0] + r
+    halo = torch.cat([torch.arange(-r, 0), torch.arange(n, n + r)])
+    index = (_sources(n, halo, border)[0] + r).to(t.device)  # worked out on the CPU: no syncs
     t[..., :r], t[..., r + n : 2 * r + n] = t[..., index[:r]], t[..., index[r:]]
 
 

@@ -195,6 +195,20 @@ def test_cuda_compiled_one_graph_equals_the_reference(monkeypatch: pytest.Monkey
         assert_matches(imgrad.gradient_magnitude(x, **options), want)
 
 
+@pytest.mark.usefixtures("eager")
+@pytest.mark.parametrize("operator,ksize", [("sobel", 1), ("sobel", 7), ("scharr", 3)])
+@pytest.mark.parametrize("border", BORDERS)
+def test_eager_kernel_creates_nothing_on_another_device(operator, ksize, border) -> None:
+    """What a GPU runs when compiling fails (the interior and the frame, eagerly), run on the
+    ``meta`` device, which like CUDA refuses CPU operands: the result stays there, shaped and
+    typed as on the CPU. The frame's indices are worked out on the CPU, with no device sync."""
+    x = sample((2, 3, 21, 30), torch.uint8)
+    plan = fast.plan_for(x, imgrad.gradients.get_operator(operator, ksize), "l1", None)
+    want = fast.gradient_magnitude(x, plan, border, 1.5)
+    got = fast.gradient_magnitude(x.to("meta"), plan, border, 1.5)
+    assert (got.device.type, got.shape, got.dtype) == ("meta", want.shape, want.dtype)
+
+
 def test_nan_and_inf_as_the_reference() -> None:
     """NaN and inf inputs give the reference's values: a NaN reaches the 8 pixels whose stencil
     has a non-zero tap on it (not its own: the centre taps of a first derivative are 0)."""
