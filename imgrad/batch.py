@@ -325,8 +325,7 @@ class Recipe:
         stage = self.check_tiled()
         if channels not in (1, 3):
             raise ValueError(
-                f"tiles are computed from grey or RGB images; this one has {channels} channels "
-                f"(alpha is not composited tile by tile)"
+                f"tiles are computed from grey or RGB images; this one has {channels} channels"
             )
         options: dict[str, Any] = {
             "stage": stage,
@@ -534,17 +533,17 @@ def process_huge_file(
 ) -> None:
     """:func:`process_file` for images of any size: ``recipe`` computed tile by tile.
 
-    TIFF and Zarr sources are streamed (``alpha`` and ``max_pixels`` do not apply to them);
-    other image files are read whole, as :func:`process_file` reads them. ``dest`` is a tiled
-    TIFF, a Zarr array or another image file (see :func:`imgrad.process_huge`, which runs the
-    tiles on ``scheduler`` and reports ``progress(done, total)``). The samples are those
-    :func:`process_file` writes, bit for bit. Raises what :meth:`Recipe.check_tiled` raises
-    for recipes that tiles cannot compute.
+    TIFF and Zarr sources are streamed (``max_pixels`` does not apply to them, nor ``alpha``
+    to Zarr arrays); other image files are read whole, as :func:`process_file` reads them.
+    ``dest`` is a tiled TIFF, a Zarr array or another image file (see
+    :func:`imgrad.process_huge`, which runs the tiles on ``scheduler`` and reports
+    ``progress(done, total)``). The samples are those :func:`process_file` writes, bit for bit.
+    Raises what :meth:`Recipe.check_tiled` raises for recipes that tiles cannot compute.
     """
     recipe.check_tiled()
     check_destination(source, dest)
     if streamable(source):
-        image: Any = open_source(source)
+        image: Any = open_source(source, alpha)
     else:
         image = open_source(image_io.read_image(source, alpha=alpha, max_pixels=max_pixels))
     try:

@@ -34,8 +34,10 @@ fully transparent pixels cannot create edges. For integer images this is compute
 arithmetic and in the image's own dtype. ``M`` is odd, so the quotient is never exactly halfway
 between two integers and the rounding is unambiguous. A value of 200 under alpha 128 becomes
 ``round(200 * 128 / 255) = round(100.39) = 100``. Float images are multiplied by alpha as stored
-(alpha in [0, 1]). Already premultiplied ("associated") TIFF alpha is simply dropped. A PNG
-``tRNS`` colour key on a grey or RGB image makes pixels of that colour black.
+(alpha in [0, 1]). Already premultiplied ("associated") TIFF alpha is simply dropped, leaving
+the colour as stored; TIFF extra samples of unspecified meaning are not alpha and are left out
+(as Pillow does). A PNG ``tRNS`` colour key on a grey or RGB image makes pixels of that colour
+black.
 
 ``alpha="drop"`` ignores alpha and returns the stored colour.
 
@@ -68,7 +70,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Literal
+from typing import IO, TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from PIL import ExifTags, Image, UnidentifiedImageError
@@ -266,7 +268,12 @@ def _decode(stream: IO[bytes], name: str, max_pixels: int | None) -> _Decoded:
                 f"decodes it to 8 bits); save it as 16-bit grey PNG or 16-bit TIFF instead"
             )
         try:
-            im.load()  # decodes everything, so truncation is detected here
+            try:
+                im.load()  # decodes everything, so truncation is detected here
+            except ValueError:  # Pillow has no unpacker for this layout (e.g. planar grey+alpha)
+                if im.format != "TIFF":
+                    raise
+                return _decode_tiff_with_tifffile(stream, name, max_pixels)
             if rawmode in _PNG16_LOW_BYTE_RAWMODES:
                 pixels = _png16_colour_pixels(im, stream, rawmode)
             else:
@@ -321,13 +328,29 @@ def _is_tiff(stream: IO[bytes]) -> bool:
 
 
 def _pillow_reduces_tiff(im: Image.Image) -> bool:
-    """True if Pillow would decode this TIFF with fewer bits than are stored, or would wrap its
-    signed 8-bit samples into 0..255 (-1 as 255)."""
+    """True if Pillow would decode this TIFF with fewer bits than are stored, would wrap its
+    signed 8-bit samples into 0..255 (-1 as 255), or would not give its stored colour under an
+    associated (premultiplied) alpha (it divides RGB by alpha, and refuses grey)."""
     bits = _as_tuple(im.tag_v2.get(258, 1))  # type: ignore[attr-defined]  # BitsPerSample
     signed = 2 in _as_tuple(im.tag_v2.get(339, 1))  # type: ignore[attr-defined]  # SampleFormat
-    return (max(bits) > 8 and im.mode not in _UINT16_MODES | {"I", "F"}) or (
-        signed and max(bits) == 8
+    associated = 1 in _as_tuple(im.tag_v2.get(338, ()))  # type: ignore[attr-defined]
+    return (
+        (max(bits) > 8 and im.mode not in _UINT16_MODES | {"I", "F"})
+        or (signed and max(bits) == 8)
+        or associated
     )
+
+
+def tiff_extra_samples(extrasamples: Any, samples: int) -> tuple[int, bool]:
+    """How many of a TIFF pixel's ``samples`` imgrad reads, and whether the last of those is
+    alpha already multiplied into the colour, from the page's ExtraSamples values: the colour,
+    then the first extra sample if it is alpha (associated 1, unassociated 2). Extra samples of
+    unspecified meaning (0) are not alpha and are left out, as Pillow leaves them."""
+    extras = tuple(int(e) for e in extrasamples or ())
+    if not extras or len(extras) >= samples:
+        return samples, False  # no ExtraSamples tag: 2 or 4 samples are read as colour + alpha
+    alpha = extras[0] in (1, 2)
+    return samples - len(extras) + alpha, extras[0] == 1
 
 
 def _as_tuple(value: object) -> tuple[object, ...]:
@@ -428,7 +451,8 @@ def _decode_tiff_with_tifffile(stream: IO[bytes], name: str, max_pixels: int | N
             _check_size((shape["X"], shape["Y"]), name, max_pixels)
             pixels = page.asarray()
             orientation_tag = page.tags.get("Orientation")
-            premultiplied = 1 in (page.extrasamples or ())  # EXTRASAMPLE.ASSOCALPHA
+            extrasamples = page.extrasamples
+            miniswhite = page.photometric == 0
     except ImageReadError:
         raise
     except Exception as exc:  # tifffile raises many kinds on corrupt input
@@ -437,6 +461,10 @@ def _decode_tiff_with_tifffile(stream: IO[bytes], name: str, max_pixels: int | N
         pixels = np.moveaxis(pixels, 0, -1)
     elif axes == "YX":
         pixels = pixels[:, :, np.newaxis]
+    kept, premultiplied = tiff_extra_samples(extrasamples, pixels.shape[-1])
+    pixels = pixels[..., :kept]
+    if miniswhite and pixels.dtype == np.uint8:  # the grey sample, not alpha, as Pillow inverts
+        pixels[..., 0] = 255 - pixels[..., 0]
     if pixels.shape[-1] > 4:
         raise ImageReadError(f"cannot read '{name}': {pixels.shape[-1]} samples per pixel")
     if pixels.dtype.kind == "f":
@@ -456,7 +484,7 @@ def _finish(decoded: _Decoded, alpha: str) -> np.ndarray:
     colour = pixels[..., : channels - 1] if channels in (2, 4) else pixels
     if alpha == "composite":
         if channels in (2, 4) and not decoded.premultiplied:
-            colour = _composite_onto_black(colour, pixels[..., -1:])
+            colour = composite_onto_black(colour, pixels[..., -1:])
         elif decoded.colour_key is not None:
             key = np.atleast_1d(np.asarray(decoded.colour_key))
             transparent = np.all(colour == key.astype(colour.dtype), axis=-1, keepdims=True)
@@ -466,7 +494,7 @@ def _finish(decoded: _Decoded, alpha: str) -> np.ndarray:
     return chw if chw.flags.writeable else chw.copy()
 
 
-def _composite_onto_black(colour: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+def composite_onto_black(colour: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     """colour * alpha / max, rounded to nearest, in the colour's own dtype."""
     if colour.dtype.kind == "f":
         return (colour * alpha).astype(np.float32)

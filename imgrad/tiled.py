@@ -43,12 +43,13 @@ Sources and destinations
 ------------------------
 ``src`` is a numpy array or tensor (``(H, W)`` or ``(C, H, W)``), a ``zarr.Array``, a path to a
 TIFF (``.tif``/``.tiff``, read tile by tile, or strip by strip, through ``tifffile``'s Zarr
-store) or to a Zarr array (``.zarr``). Any other image file is read whole with
-:func:`imgrad.io.read_image` and its pixel limit. ``dst`` is ``None`` (the result is returned
-in memory), a ``.tif``/``.tiff`` path (a tiled TIFF, written tile by tile from a generator), a
-``.zarr`` path (written chunk by chunk, by the workers themselves on a cluster), or another image
-path for results small enough for :func:`imgrad.io.write_image`. Files are written atomically:
-to a temporary name beside ``dst``, renamed when complete. Only a few tiles are ever in memory.
+store, alpha treated in each window as :func:`imgrad.io.read_image` treats it) or to a Zarr array
+(``.zarr``). Any other image file is read whole with :func:`imgrad.io.read_image` and its pixel
+limit. ``dst`` is ``None`` (the result is returned in memory), a ``.tif``/``.tiff`` path (a
+tiled TIFF, written tile by tile from a generator), a ``.zarr`` path (written chunk by chunk, by
+the workers themselves on a cluster), or another image path for results small enough for
+:func:`imgrad.io.write_image`. Files are written atomically: to a temporary name beside
+``dst``, renamed when complete. Only a few tiles are ever in memory.
 Before any tile is computed, :func:`check_destination` refuses a ``dst`` that is the input,
 holds it or lies inside it, a ``.zarr`` path holding something other than a Zarr array (which
 the output would replace), and a missing output folder.
@@ -268,17 +269,21 @@ class TiffSource(Source):
     integer types as uint8/uint16 when every value fits (checked window by window), the
     Orientation tag applied. Colour spaces other than grey, RGB, palette and YCbCr (decoded to
     RGB) are refused: a tile cannot be converted exactly as Pillow converts the whole image.
-    Extra samples (alpha) stay channels of their own; the command line refuses them.
+    Alpha is treated by ``alpha`` as :func:`imgrad.io.read_image` treats it (composited onto
+    black, exactly, pixel by pixel, or dropped; premultiplied alpha dropped, extra samples of
+    unspecified meaning left out), so the source has the grey or colour channels only.
     """
 
     read_in_task = True
     kind = "numpy"
     rank = 3
 
-    def __init__(self, path: str | os.PathLike[str]):
+    def __init__(self, path: str | os.PathLike[str], alpha: str = "composite"):
         tifffile = require("tifffile", "reading TIFF images tile by tile")
-        from .io import ImageReadError
+        from .io import ImageReadError, tiff_extra_samples
 
+        if alpha not in ("composite", "drop"):
+            raise ValueError(f"alpha must be 'composite' or 'drop', got {alpha!r}")
         self._path = str(path)
         try:
             with tifffile.TiffFile(self._path) as tif:
@@ -288,6 +293,7 @@ class TiffSource(Source):
                 photometric = page.photometric
                 colormap = page.colormap
                 tag = page.tags.get("Orientation")
+                extrasamples = page.extrasamples
         except Exception as exc:  # tifffile raises many kinds on a corrupt file
             raise ImageReadError(
                 f"cannot read '{path}': corrupt or unsupported TIFF ({exc})"
@@ -315,8 +321,14 @@ class TiffSource(Source):
             raise ValueError(
                 f"'{self._path}': TIFF axes {self.axes!r} are not an image (YX, YXS, SYX or CYX)"
             )
+        # the samples read (colour, then alpha if any) and what becomes of the alpha
+        self._kept, premultiplied = tiff_extra_samples(extrasamples, self.shape[0])
+        self._composite = alpha == "composite" and not premultiplied and self._kept in (2, 4)
+        channels = self._kept - 1 if self._kept in (2, 4) else self._kept
         if self._orientation[0]:  # transposed: the picture is W x H
-            self.shape = (self.shape[0], self.shape[2], self.shape[1])
+            self.shape = (channels, self.shape[2], self.shape[1])
+        else:
+            self.shape = (channels, *self.shape[1:])
 
     def read(self, rows: tuple[int, int], cols: tuple[int, int]) -> np.ndarray:
         """The window of the picture as viewed (after the Orientation tag)."""
@@ -327,6 +339,12 @@ class TiffSource(Source):
         if flip_cols:
             cols = (width - cols[1], width - cols[0])
         window = self._samples(self._stored(*((cols, rows) if transpose else (rows, cols))))
+        if self._composite:
+            from .io import composite_onto_black
+
+            window = composite_onto_black(window[:-1], window[-1:])
+        else:
+            window = window[: self.shape[0]]
         if transpose:
             window = window.transpose(0, 2, 1)
         if flip_rows:
@@ -340,8 +358,9 @@ class TiffSource(Source):
         from .io import integer_samples
 
         stored = native_order(stored)  # a mapped big-endian file
-        if self._invert:
-            stored = ~stored if stored.dtype == np.bool_ else np.uint8(255) - stored
+        if self._invert:  # the grey sample; alpha, if any, as stored
+            grey = ~stored[:1] if stored.dtype == np.bool_ else np.uint8(255) - stored[:1]
+            stored = np.concatenate([grey, stored[1:]]) if len(stored) > 1 else grey
         if stored.dtype == np.bool_:
             return stored.astype(np.uint8) * np.uint8(255)
         if self._palette is not None:
@@ -359,8 +378,8 @@ class TiffSource(Source):
         if self.axes == "YX":
             return np.asarray(array[r, c])[None]
         if self.axes == "YXS":
-            return np.moveaxis(np.asarray(array[r, c]), -1, 0)
-        return np.asarray(array[:, r, c])
+            return np.moveaxis(np.asarray(array[r, c, : self._kept]), -1, 0)
+        return np.asarray(array[: self._kept, r, c])
 
     def close(self) -> None:
         """Close this process's handle on the file (it reopens if read again)."""
@@ -426,8 +445,9 @@ def streamable(path: Any) -> bool:
     return path.suffix.lower() in (*TIFF_SUFFIXES, ZARR_SUFFIX) or path.is_dir()
 
 
-def open_source(src: Any) -> Source:
-    """A :class:`Source` for an array, tensor, ``zarr.Array`` or path (see the module notes)."""
+def open_source(src: Any, alpha: str = "composite") -> Source:
+    """A :class:`Source` for an array, tensor, ``zarr.Array`` or path (see the module notes);
+    image files have their ``alpha`` treated as by :func:`imgrad.io.read_image`."""
     if isinstance(src, Source):
         return src
     if isinstance(src, (np.ndarray, torch.Tensor)):
@@ -442,12 +462,12 @@ def open_source(src: Any) -> Source:
     if not path.exists():
         raise FileNotFoundError(f"'{path}': no such file or directory")
     if path.suffix.lower() in TIFF_SUFFIXES:
-        return TiffSource(path)
+        return TiffSource(path, alpha)
     if streamable(path):
         return ZarrSource(path)
     from .io import read_image  # the pixel limit says to convert a too-large file to TIFF/Zarr
 
-    return ArraySource(read_image(path))
+    return ArraySource(read_image(path, alpha=alpha))
 
 
 # --------------------------------------------------------------------------- the job
@@ -909,6 +929,7 @@ def process_huge(
     compression: str | None = None,
     scheduler: Any = None,
     progress: Progress | None = None,
+    alpha: str = "composite",
 ) -> Any:
     """Compute a stage of an image of any size, tile by tile, exactly as on the whole image.
 
@@ -950,6 +971,9 @@ def process_huge(
         ``"tcp://host:8786"``, or a ``distributed.Client``. See :mod:`imgrad.distributed`.
     progress
         Called as ``progress(done, total)`` after each tile of each pass.
+    alpha
+        Image files with alpha: ``"composite"`` onto black or ``"drop"``, as in
+        :func:`imgrad.io.read_image` (TIFFs pixel by pixel, in each tile).
 
     Returns
     -------
@@ -969,7 +993,7 @@ def process_huge(
     tile_hw = check_tile(tile, dst)
     kind = _destination_kind(dst)
     check_destination(src, dst)
-    source = open_source(src)
+    source = open_source(src, alpha)
     try:
         c, h, w = source.shape
         if min(h, w) < spec.op.radius + 1:

@@ -891,6 +891,22 @@ def test_tiled_int16_tiff_equals_the_whole_image_run(tmp_path: Path) -> None:
     assert np.array_equal(read(tmp_path / "tiles.png"), whole)
 
 
+@pytest.mark.parametrize("alpha", ["composite", "drop"])
+def test_tiled_rgba_tiff_equals_the_whole_image_run(alpha: str, tmp_path: Path) -> None:
+    """An RGBA TIFF by tiles (it exited 2: alpha was not composited in tiles): --alpha as in
+    the whole-image run; composited, colour under transparent pixels makes no edges."""
+    rgba = np.concatenate([rgb_image(40, 30, seed=3), np.full((1, 40, 30), 255, np.uint8)])
+    rgba[3, :, 15:] = 0  # the right half transparent
+    tifffile.imwrite(tmp_path / "a.tif", np.moveaxis(rgba, 0, -1), photometric="rgb",
+                     extrasamples=["unassalpha"], tile=(16, 16))  # fmt: skip
+    args = ["--alpha", alpha, "-q"]
+    run(["sobel", tmp_path / "a.tif", tmp_path / "whole.png", *args])
+    run(["sobel", tmp_path / "a.tif", tmp_path / "tiles.png", "--tile", "16", *args])
+    whole = read(tmp_path / "whole.png")
+    assert np.array_equal(read(tmp_path / "tiles.png"), whole)
+    assert (whole[:, :, 17:].max() == 0) == (alpha == "composite")
+
+
 def test_interrupted_zarr_output_leaves_nothing(
     large: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -230,6 +230,53 @@ def test_tifffile_planar_rgba_with_orientation(tmp_path: Path) -> None:
     assert back[:, 0, 0].tolist() == [40000, 40000, 40000]
 
 
+def tiff_with_extra_sample(path: Path, dtype, photometric: str, extra: int, planar: bool):
+    """A 5 x 7 TIFF of one grey (or three RGB) samples and one extra sample of kind ``extra``
+    (0 unspecified, 1 associated alpha, 2 unassociated alpha); returns (colour, alpha), HWC."""
+    tifffile = pytest.importorskip("tifffile")
+    samples = 2 if photometric != "rgb" else 4
+    if np.dtype(dtype).kind == "f":
+        pixels = RNG.random((5, 7, samples)).astype(dtype)
+    else:
+        pixels = RNG.integers(0, np.iinfo(dtype).max + 1, (5, 7, samples)).astype(dtype)
+    pixels[0, 0, -1] = 0  # transparent
+    layout = {"planarconfig": "separate"} if planar else {}
+    data = np.moveaxis(pixels, -1, 0) if planar else pixels
+    tifffile.imwrite(path, data, photometric=photometric, extrasamples=[extra], **layout)
+    return pixels[..., :-1], pixels[..., -1:]
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
+@pytest.mark.parametrize("photometric", ["minisblack", "rgb", "miniswhite"])
+@pytest.mark.parametrize("extra", [0, 1, 2])
+@pytest.mark.parametrize("planar", [False, True])
+def test_tiff_extra_samples(tmp_path: Path, dtype, photometric, extra, planar) -> None:
+    """Unassociated alpha (2) is composited, round(c * a / M); associated alpha (1) is already
+    multiplied in and is dropped; an unspecified extra sample (0) is not alpha and is left out.
+    The same for every bit depth and layout (Pillow, where it decodes the file, divided
+    associated RGB by alpha and refused grey; planar grey+alpha it could not decode at all).
+    An 8-bit MinIsWhite grey is inverted, its alpha not."""
+    colour, alpha = tiff_with_extra_sample(tmp_path / "x.tif", dtype, photometric, extra, planar)
+    if photometric == "miniswhite" and dtype == np.uint8:
+        colour = 255 - colour
+    if extra == 2 and dtype == np.float32:
+        composite = (colour * alpha).astype(np.float32)
+    elif extra == 2:
+        top = np.iinfo(dtype).max
+        composite = np.round(colour.astype(np.float64) * alpha / top).astype(dtype)
+    else:
+        composite = colour
+    chw = np.moveaxis(composite, -1, 0)
+    back = read_image(tmp_path / "x.tif")
+    assert back.dtype == np.dtype(dtype) and back.shape == chw.shape
+    np.testing.assert_array_equal(back, chw)
+    if extra == 2:
+        assert not back[:, 0, 0].any()
+    np.testing.assert_array_equal(
+        read_image(tmp_path / "x.tif", alpha="drop"), np.moveaxis(colour, -1, 0)
+    )
+
+
 def test_jpeg_read_is_roughly_right(tmp_path: Path) -> None:
     """JPEG is lossy: shape, dtype and values close to what was written."""
     y, x = np.mgrid[0:32, 0:48]

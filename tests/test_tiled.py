@@ -419,6 +419,39 @@ def test_integer_samples_that_do_not_fit_are_refused_alike(
     assert str(path) in str(whole.value) and str(path) in str(tiles.value)
 
 
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
+@pytest.mark.parametrize("photometric", ["minisblack", "rgb", "miniswhite"])
+@pytest.mark.parametrize("extra", [0, 1, 2])  # unspecified, associated, unassociated alpha
+@pytest.mark.parametrize("planar", [False, True])
+def test_tiff_alpha_by_tiles_as_whole(tmp_path: Path, dtype, photometric, extra, planar) -> None:
+    """Alpha composited (or dropped) in each window exactly as read_image does it for the
+    whole file, in strips and in tiles: the same samples, so the same tiled magnitude."""
+    rng = np.random.default_rng(extra)
+    samples = 4 if photometric == "rgb" else 2
+    if dtype == np.float32:
+        pixels = rng.random((samples, 37, 41)).astype(dtype)
+    else:
+        pixels = rng.integers(0, np.iinfo(dtype).max + 1, (samples, 37, 41)).astype(dtype)
+    data = pixels if planar else np.moveaxis(pixels, 0, -1)
+    layout = {"planarconfig": "separate"} if planar else {"planarconfig": "contig"}
+    for storage in ({}, {"tile": (16, 16)}):
+        path = tmp_path / f"a{len(storage)}.tif"
+        tifffile.imwrite(path, data, photometric=photometric, extrasamples=[extra], **layout,
+                         **storage)  # fmt: skip
+        for alpha in ("composite", "drop"):
+            whole = image_io.read_image(path, alpha=alpha)
+            window = open_source(path, alpha).read((0, 37), (0, 41))
+            assert window.dtype == whole.dtype and window.shape == whole.shape == (
+                samples - 1,
+                37,
+                41,
+            )
+            np.testing.assert_array_equal(window, whole)
+            tiled = process_huge(path, tile=(16, 16), alpha=alpha)
+            magnitude = imgrad.gradient_magnitude(whole)
+            np.testing.assert_array_equal(tiled, magnitude if tiled.ndim == 3 else magnitude[0])
+
+
 def test_other_colour_spaces_and_corrupt_files_are_refused_with_the_name(tmp_path: Path) -> None:
     cmyk = tmp_path / "cmyk.tif"
     tifffile.imwrite(cmyk, np.zeros((20, 20, 4), np.uint8), photometric="separated")
