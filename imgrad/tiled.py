@@ -294,9 +294,17 @@ class TiffSource(Source):
                 colormap = page.colormap
                 tag = page.tags.get("Orientation")
                 extrasamples = page.extrasamples
+                compression = page.compression
         except Exception as exc:  # tifffile raises many kinds on a corrupt file
             raise ImageReadError(
                 f"cannot read '{path}': corrupt or unsupported TIFF ({exc})"
+            ) from exc
+        try:  # LZW, JPEG, ZSTD, ... are decoded by imagecodecs (zlib and PackBits need none)
+            tifffile.TIFF.DECOMPRESSORS[compression]
+        except (KeyError, ValueError, ImportError) as exc:
+            raise MissingExtraError(
+                f"reading '{path}' tile by tile: its {compression.name} compression needs the "
+                f"optional package 'imagecodecs': {_EXTRA_HINT}"
             ) from exc
         if photometric not in _PHOTOMETRICS:
             raise ImageReadError(

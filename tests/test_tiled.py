@@ -452,6 +452,42 @@ def test_tiff_alpha_by_tiles_as_whole(tmp_path: Path, dtype, photometric, extra,
             np.testing.assert_array_equal(tiled, magnitude if tiled.ndim == 3 else magnitude[0])
 
 
+@pytest.mark.parametrize(
+    ("compression", "options"),
+    [
+        ("lzw", {"photometric": "rgb"}),
+        ("zstd", {"photometric": "rgb"}),
+        ("zlib", {"photometric": "rgb"}),
+        ("jpeg", {"photometric": "ycbcr"}),  # chroma subsampled 2 x 2, decoded to RGB
+        ("jpeg", {"photometric": "minisblack"}),
+    ],
+)
+def test_compressed_tiffs_by_tiles_as_whole(tmp_path: Path, compression: str, options) -> None:
+    """Compressed tiles decoded by tifffile (imagecodecs) give the samples Pillow's decode of
+    the whole file gives, JPEG's YCbCr included, so the same magnitude."""
+    pytest.importorskip("imagecodecs")
+    rgb = np.moveaxis(_image((3, 70, 90), seed=8).numpy(), 0, -1)
+    stored = rgb[..., 0] if options["photometric"] == "minisblack" else rgb
+    path = tmp_path / "c.tif"
+    tifffile.imwrite(path, stored, compression=compression, tile=(32, 32), **options)
+    whole = image_io.read_image(path)
+    np.testing.assert_array_equal(open_source(path).read((0, 70), (0, 90)), whole)
+    tiled = process_huge(path, tile=(32, 32))
+    magnitude = imgrad.gradient_magnitude(whole)
+    np.testing.assert_array_equal(tiled, magnitude if tiled.ndim == 3 else magnitude[0])
+
+
+def test_a_missing_codec_names_the_package(tmp_path: Path, monkeypatch) -> None:
+    """Without imagecodecs an LZW TIFF cannot be read by tiles: said before any tile runs."""
+    from imgrad.tiled import MissingExtraError
+
+    tifffile.imwrite(tmp_path / "l.tif", np.zeros((40, 40), np.uint8), compression="zlib")
+    monkeypatch.setattr(tifffile.TIFF, "DECOMPRESSORS", {})  # as tifffile without imagecodecs
+    with pytest.raises(MissingExtraError, match=r"l\.tif' tile by tile: its ADOBE_DEFLATE") as e:
+        process_huge(tmp_path / "l.tif", tile=16)
+    assert "optional package 'imagecodecs': pip install 'imgrad[dask]'" in str(e.value)
+
+
 def test_other_colour_spaces_and_corrupt_files_are_refused_with_the_name(tmp_path: Path) -> None:
     cmyk = tmp_path / "cmyk.tif"
     tifffile.imwrite(cmyk, np.zeros((20, 20, 4), np.uint8), photometric="separated")
