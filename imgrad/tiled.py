@@ -282,8 +282,6 @@ class TiffSource(Source):
         tifffile = require("tifffile", "reading TIFF images tile by tile")
         from .io import ImageReadError, tiff_extra_samples
 
-        if alpha not in ("composite", "drop"):
-            raise ValueError(f"alpha must be 'composite' or 'drop', got {alpha!r}")
         self._path = str(path)
         try:
             with tifffile.TiffFile(self._path) as tif:
@@ -456,6 +454,8 @@ def streamable(path: Any) -> bool:
 def open_source(src: Any, alpha: str = "composite") -> Source:
     """A :class:`Source` for an array, tensor, ``zarr.Array`` or path (see the module notes);
     image files have their ``alpha`` treated as by :func:`imgrad.io.read_image`."""
+    if alpha not in ("composite", "drop"):
+        raise ValueError(f"alpha must be 'composite' or 'drop', got {alpha!r}")
     if isinstance(src, Source):
         return src
     if isinstance(src, (np.ndarray, torch.Tensor)):

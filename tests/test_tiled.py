@@ -178,6 +178,8 @@ def test_bad_options() -> None:
         process_huge(x, color="luminance")
     with pytest.raises(ValueError, match="no second-derivative"):
         process_huge(x, stage="gxx", operator="scharr")
+    with pytest.raises(ValueError, match="alpha must be 'composite' or 'drop', got 'over'"):
+        process_huge(x, alpha="over")
 
 
 def test_progress_counts_every_tile_of_every_pass() -> None:
