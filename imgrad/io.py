@@ -202,13 +202,18 @@ def read_image(
     ValueError
         ``alpha`` or ``max_pixels`` is not a valid value.
     """
-    if alpha not in ("composite", "drop"):
-        raise ValueError(f"alpha must be 'composite' or 'drop', got {alpha!r}")
+    check_alpha(alpha)
     if max_pixels is not None and max_pixels < 1:
         raise ValueError(f"max_pixels must be a positive integer or None, got {max_pixels!r}")
     with _open_source(source) as (name, stream):
         decoded = _decode(stream, name, max_pixels)
     return _finish(decoded, alpha)
+
+
+def check_alpha(alpha: str) -> None:
+    """Raise ``ValueError`` unless ``alpha`` is a rule of :func:`read_image`."""
+    if alpha not in ("composite", "drop"):
+        raise ValueError(f"alpha must be 'composite' or 'drop', got {alpha!r}")
 
 
 @contextmanager

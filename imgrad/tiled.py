@@ -454,8 +454,9 @@ def streamable(path: Any) -> bool:
 def open_source(src: Any, alpha: str = "composite") -> Source:
     """A :class:`Source` for an array, tensor, ``zarr.Array`` or path (see the module notes);
     image files have their ``alpha`` treated as by :func:`imgrad.io.read_image`."""
-    if alpha not in ("composite", "drop"):
-        raise ValueError(f"alpha must be 'composite' or 'drop', got {alpha!r}")
+    from .io import check_alpha
+
+    check_alpha(alpha)
     if isinstance(src, Source):
         return src
     if isinstance(src, (np.ndarray, torch.Tensor)):
