@@ -297,6 +297,10 @@ class TiffSource(Source):
             raise ImageReadError(
                 f"cannot read '{path}': corrupt or unsupported TIFF ({exc})"
             ) from exc
+        if not isinstance(compression, tifffile.COMPRESSION):  # a code tifffile does not know
+            raise ImageReadError(
+                f"cannot read '{path}' tile by tile: its compression ({compression}) is unknown"
+            )
         try:  # LZW, JPEG, ZSTD, ... are decoded by imagecodecs (zlib and PackBits need none)
             tifffile.TIFF.DECOMPRESSORS[compression]
         except (KeyError, ValueError, ImportError) as exc:

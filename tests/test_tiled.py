@@ -490,6 +490,19 @@ def test_a_missing_codec_names_the_package(tmp_path: Path, monkeypatch) -> None:
     assert "optional package 'imagecodecs': pip install 'imgrad[dask]'" in str(e.value)
 
 
+def test_an_unknown_compression_is_named(tmp_path: Path) -> None:
+    """A compression code tifffile does not know: one line naming the file and the code."""
+    path = tmp_path / "u.tif"
+    tifffile.imwrite(path, np.zeros((32, 32), np.uint8))
+    with tifffile.TiffFile(path) as tif:
+        offset = tif.pages.first.tags["Compression"].valueoffset
+    data = bytearray(path.read_bytes())
+    data[offset : offset + 2] = (34999).to_bytes(2, "little")
+    path.write_bytes(bytes(data))
+    with pytest.raises(image_io.ImageReadError, match=r"u\.tif' tile by tile: its compression "):
+        process_huge(path, tile=16)
+
+
 def test_other_colour_spaces_and_corrupt_files_are_refused_with_the_name(tmp_path: Path) -> None:
     cmyk = tmp_path / "cmyk.tif"
     tifffile.imwrite(cmyk, np.zeros((20, 20, 4), np.uint8), photometric="separated")
