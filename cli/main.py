@@ -18,6 +18,7 @@ import gc
 import json
 import os
 import signal
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -384,13 +385,23 @@ def _run(ctx: click.Context, operator: str, params: dict[str, Any]) -> None:
         _run_file(ctx, batch, recipe, source, dest, format_, read, params)
 
 
+def _binary_stream(name: str) -> Any:
+    """The byte stream under ``sys.stdin``/``sys.stdout`` (Click 8.5 deprecated its own
+    ``get_binary_stream``); a stream that is bytes already is used as it is."""
+    stream = getattr(sys, name)
+    if stream is None:
+        what = "input" if name == "stdin" else "output"
+        raise click.ClickException(f"'-' needs a standard {what}, and there is none")
+    return getattr(stream, "buffer", stream)
+
+
 def _destination(
     source: Path, output: Path, format_: str | None, extension: str
 ) -> tuple[Path | Any, str | None]:
     """Where a single file goes (OUTPUT, stdout, or INPUT's stem in the directory OUTPUT) and
     the format to name for it (None: its extension says)."""
     if _is_dash(output):
-        return click.get_binary_stream("stdout"), format_
+        return _binary_stream("stdout"), format_
     dest = output
     if output.is_dir() and not _is_zarr(output):
         if _is_dash(source):
@@ -415,7 +426,7 @@ def _run_file(
     pixel limit is computed tile by tile instead."""
     from imgrad import io, tiled
 
-    src = click.get_binary_stream("stdin") if _is_dash(source) else source
+    src = _binary_stream("stdin") if _is_dash(source) else source
     try:
         with _stoppable():
             batch.process_file(src, dest, recipe, format=format_, **read)
@@ -436,7 +447,7 @@ def _run_file(
         if not isinstance(dest, Path) and isinstance(error, BrokenPipeError):
             # Whoever read standard output stopped (`imgrad sobel in.png - | head -c 100`):
             # stop quietly, as `cat` does, and keep the interpreter's last flush from failing.
-            os.dup2(os.open(os.devnull, os.O_WRONLY), click.get_binary_stream("stdout").fileno())
+            os.dup2(os.open(os.devnull, os.O_WRONLY), _binary_stream("stdout").fileno())
             ctx.exit(1)
         where = f"'{dest}'" if isinstance(dest, Path) else "to standard output"
         raise click.ClickException(f"cannot write {where}: {error.strerror or error}") from error
@@ -466,8 +477,7 @@ def _run_tiled(
         tiled.check_tile(tile, dest)
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="--tile") from error
-    stderr = click.get_text_stream("stderr")
-    printer = ProgressPrinter(stderr, enabled=not params["quiet"], unit="tiles")
+    printer = ProgressPrinter(sys.stderr, enabled=not params["quiet"], unit="tiles")
     with _stoppable():
         try:
             batch.process_huge_file(
@@ -538,7 +548,7 @@ def _run_tree(
     from imgrad import tiled
 
     quiet: bool = params["quiet"]
-    printer = ProgressPrinter(click.get_text_stream("stderr"), enabled=not quiet)
+    printer = ProgressPrinter(sys.stderr, enabled=not quiet)
 
     def on_failure(failure: Any) -> None:
         printer.message(f"Error: {failure.reason}")
