@@ -309,10 +309,14 @@ def _run(ctx: click.Context, operator: str, params: dict[str, Any]) -> None:
         "a file INPUT" if is_directory else "a directory INPUT",
     )
     if is_directory and _is_dash(output):
-        raise click.BadParameter("a directory INPUT needs a directory OUTPUT", param_hint="OUTPUT")
+        raise click.BadParameter(
+            f"INPUT {str(source)!r} is a directory, so OUTPUT must be a directory, not stdout",
+            param_hint="OUTPUT",
+        )
     if is_directory and not output.exists() and output.suffix.lower() in options.OUTPUT_EXTENSIONS:
         raise click.BadParameter(
-            f"INPUT is a directory, so OUTPUT must be one; {str(output)!r} looks like a file name",
+            f"INPUT {str(source)!r} is a directory, so OUTPUT must be one; "
+            f"{str(output)!r} looks like a file name",
             param_hint="OUTPUT",
         )
     # tile by tile: chosen by the arguments here, or later for a TIFF above the pixel limit
