@@ -81,7 +81,7 @@ def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     if radius > max(h, w):  # a flat blur, and a padded copy (and taps) larger than the image
         raise ValueError(
             f"sigma={sigma:g} needs a Gaussian of radius {radius} pixels, more than the image "
-            f"({h}x{w}); use sigma <= {max(h, w) // 3}"
+            f"({h}x{w}); use sigma <= {max(h, w) / 3:g}"
         )
     stencil = gaussian_stencil(sigma)
     r = stencil.origin

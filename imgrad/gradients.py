@@ -274,7 +274,9 @@ class GradientSpec:
 
     def prepare(self, image: Any, nan_policy: str) -> Prepared:
         luma = self.color == "luminance"  # converts while it computes: no converted RGB copy
-        prepared = prepare(image, min_size=self.op.radius + 1, nan_policy=nan_policy, cast=not luma)
+        # Any size from 1x1 up: a side shorter than the stencil's radius is extended by the
+        # border rule repeated (a one-pixel side reflects onto itself), as OpenCV does.
+        prepared = prepare(image, nan_policy=nan_policy, cast=not luma)
         if luma:
             prepared.image = luminance(prepared.image, compute_dtype(prepared.image.dtype))
         return prepared
@@ -364,7 +366,9 @@ def spatial_gradient(
         (``(f[i+1] - f[i-1]) / 2``) or ``"forward"`` (``f[i+1] - f[i]``).
     border
         ``"reflect101"`` (default, OpenCV's), ``"reflect"``, ``"replicate"``, ``"constant"``
-        (filled with ``border_value``) or ``"circular"``.
+        (filled with ``border_value``) or ``"circular"``. Images of any size from 1x1 work: a
+        side shorter than the stencil's radius repeats the rule (a one-pixel side reflects onto
+        itself), with OpenCV's results.
     normalized
         ``False``: raw responses in OpenCV's units. ``True``: true derivative per pixel, divided
         further by ``spacing`` (a scalar or ``(sy, sx)``).

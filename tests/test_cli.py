@@ -425,11 +425,7 @@ def test_data_errors_exit_1_with_one_line(rgb: Path, tmp_path: Path) -> None:
 def test_processing_errors_name_the_file(rgb: Path, tmp_path: Path) -> None:
     """Data the library refuses: one line naming INPUT, exit 1, no traceback."""
     tiny = save(tmp_path / "tiny.png", np.zeros((1, 1, 1), np.uint8))
-    result = run(["sobel", tiny, tmp_path / "o.png"], code=1)
-    assert (
-        result.stderr == f"Error: cannot process '{tiny}': image of size 1x1 is too small: "
-        "this stencil needs at least 2x2 pixels\n"
-    )
+    run(["sobel", tiny, tmp_path / "o.png"])  # smaller than the stencil works, as in OpenCV
     result = run(["canny", rgb, tmp_path / "o.png", "--sigma", "1e6"], code=1)
     assert (
         f"cannot process '{rgb}': sigma=1e+06 needs a Gaussian of radius 3000000" in result.stderr

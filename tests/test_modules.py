@@ -315,7 +315,7 @@ def test_invalid_options_raise_at_construction(make, exc, match):
 def test_forward_errors_are_the_functions():
     """Input errors at forward time are the functions' errors."""
     with pytest.raises(ValueError, match=r"too small"):
-        imgrad.Sobel(7)(torch.rand(1, 1, 3, 3))
+        imgrad.Sobel(7)(torch.rand(1, 1, 0, 3))
     with pytest.raises(TypeError, match=r"bool images"):
         imgrad.Scharr()(torch.zeros(4, 4, dtype=torch.bool))
 

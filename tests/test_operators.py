@@ -835,8 +835,8 @@ def test_nan_propagates_to_the_stencil_neighbourhood():
     [
         (torch.rand(5), {}, ValueError, r"must have shape \(H, W\), \(C, H, W\) or \(N, C, H, W\)"),
         (torch.rand(1, 1, 1, 5, 5), {}, ValueError, r"got \(1, 1, 1, 5, 5\)"),
-        (torch.rand(1, 5), {}, ValueError, r"size 1x5 is too small.*at least 2x2"),
-        (torch.rand(3, 3), {"ksize": 7}, ValueError, r"3x3 is too small.*at least 4x4"),
+        (torch.rand(0, 5), {}, ValueError, r"size 0x5 is too small.*at least 1x1"),
+        (torch.rand(3, 3), {"ksize": 7}, None, None),  # smaller than the stencil: as OpenCV
         (torch.rand(3, 3), {"ksize": 5}, None, None),
         (torch.zeros(3, 3, dtype=torch.complex64), {}, TypeError, r"complex images"),
         (torch.zeros(3, 3, dtype=torch.bool), {}, TypeError, r"bool images"),
