@@ -38,17 +38,25 @@ starting with ".") are not scanned. Rules:
 - The output directory may not be the input directory nor lie inside it (its outputs would be
   scanned as inputs); no output is ever written onto an input or outside the output directory.
 - One bad file never stops the batch: failures are collected with their path and reason.
+  Nothing in the input tree makes the planning raise: a wanted name that is no regular file
+  (a symbolic link in a loop or to nothing, a named pipe, a socket, a device), a symbolic link
+  to a folder (links to files are followed, links to folders are not) and a folder that cannot
+  be listed are failures of their own. An input that is a symbolic link is also out of date
+  when the link was made again after its output; an output path holding a folder is a failure,
+  never up to date.
 - Reads and writes run on worker threads (Pillow and zlib release the GIL); images of the same
   size and type are computed together in batches, on the recipe's device.
 """
 
 from __future__ import annotations
 
+import errno
 import fnmatch
 import functools
 import json
 import math
 import os
+import stat
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -620,9 +628,23 @@ class Summary:
 
 def make_folder(folder: Path) -> None:
     """``folder`` and its parents, made as needed; a file in the way is named as such (the
-    operating system says only "File exists")."""
+    operating system says only "File exists"). Made one level at a time from the deepest that
+    exists (``mkdir(parents=True)`` recurses once per missing level: a RecursionError in a tree
+    a thousand folders deep)."""
+    missing = []
+    path = folder
     try:
-        folder.mkdir(parents=True, exist_ok=True)
+        while True:
+            try:
+                path.mkdir(exist_ok=True)
+                break
+            except FileNotFoundError:
+                if path.parent == path:
+                    raise
+                missing.append(path)
+                path = path.parent
+        for path in reversed(missing):
+            path.mkdir(exist_ok=True)
     except FileExistsError:
         raise ValueError(f"a file stands where the folder '{folder}' should be") from None
 
@@ -643,17 +665,97 @@ def _wanted(relative: str, patterns: Sequence[str]) -> bool:
     )
 
 
-def _scan(root: Path, patterns: Sequence[str], recursive: bool) -> list[str]:
-    """Relative POSIX paths of the wanted files under ``root``, sorted; hidden names skipped."""
-    found = []
-    for folder, dirs, files in os.walk(root):
-        dirs[:] = sorted(d for d in dirs if recursive and not d.startswith("."))
-        base = Path(folder).relative_to(root)
-        for name in sorted(files):
-            relative = (base / name).as_posix()
-            if not name.startswith(".") and _wanted(relative, patterns):
+def _not_a_file(mode: int) -> str:
+    """What a non-regular file of ``mode`` is, in words."""
+    if stat.S_ISFIFO(mode):
+        return "a named pipe"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "not a regular file"
+
+
+def _scan_failure(path: Path, error: OSError) -> Failure:
+    """A listed name that leads to no file: a loop of symbolic links, a link to nothing, a
+    file removed since the folder was listed, or another error on the way."""
+    if error.errno == errno.ELOOP:
+        return Failure(str(path), f"cannot read '{path}': a loop of symbolic links")
+    if isinstance(error, FileNotFoundError):
+        try:
+            reason = f"a symbolic link to nothing ('{os.readlink(path)}')"
+        except OSError:
+            reason = "no such file (removed while the folder was scanned)"
+        return Failure(str(path), f"cannot read '{path}': {reason}")
+    return Failure(str(path), failure_reason("read", path, error))
+
+
+def _scan(root: Path, patterns: Sequence[str], recursive: bool) -> tuple[list[str], list[Failure]]:
+    """Relative POSIX paths of the wanted regular files under ``root`` (each folder's files by
+    name, then its subfolders by name), and the failures of what cannot be scanned or read.
+
+    Hidden names are skipped. Of the other entries, a wanted name that is no regular file (a
+    symbolic link in a loop or to nothing, a named pipe, a socket, a device) is a failure: a
+    pipe would block its reader for ever. Symbolic links to files are followed; links to
+    folders are not (a failure when ``recursive``: their files would vanish silently). A folder
+    that cannot be listed is a failure naming it. The walk keeps its own stack of folders, so
+    any depth is scanned (``os.walk`` recurses once per level before Python 3.12).
+    """
+    found: list[str] = []
+    failures: list[Failure] = []
+    stack = [""]
+    while stack:
+        base = stack.pop()
+        folder = root / base
+        try:
+            with os.scandir(folder) as listing:
+                entries = sorted(listing, key=lambda entry: entry.name)
+        except OSError as error:
+            failures.append(Failure(str(folder), failure_reason("list the folder", folder, error)))
+            continue
+        subfolders = []
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            relative = f"{base}/{entry.name}" if base else entry.name
+            path = root / relative
+            try:
+                if entry.is_symlink():
+                    mode = os.stat(path).st_mode  # where the link leads
+                elif entry.is_dir(follow_symlinks=False):
+                    if recursive:
+                        subfolders.append(relative)
+                    continue
+                elif entry.is_file(follow_symlinks=False):  # the listing says: no system call
+                    mode = stat.S_IFREG
+                else:
+                    mode = entry.stat(follow_symlinks=False).st_mode
+            except OSError as error:  # a loop, a link to nothing, removed since it was listed
+                if _wanted(relative, patterns):
+                    failures.append(_scan_failure(path, error))
+                continue
+            if stat.S_ISDIR(mode):
+                if recursive:
+                    reason = f"cannot scan '{path}': a symbolic link to a folder (not followed)"
+                    failures.append(Failure(str(path), reason))
+            elif not _wanted(relative, patterns):
+                continue
+            elif stat.S_ISREG(mode):
                 found.append(relative)
-    return found
+            else:
+                reason = f"cannot read '{path}': {_not_a_file(mode)}, not an image file"
+                failures.append(Failure(str(path), reason))
+        stack.extend(reversed(subfolders))
+    return found, failures
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    """The file ``path`` leads to, as (device, inode); ``None`` if it leads to no file."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino
 
 
 def plan_tree(
@@ -668,16 +770,21 @@ def plan_tree(
 ) -> Plan:
     """List the work of mirroring ``input_dir`` into ``output_dir``; nothing is written.
 
-    An existing output is up to date (skipped) if it was modified after its input and not before
-    ``since_ns`` (the time the current options took effect there, see :func:`options_since`).
+    An existing output is up to date (skipped) if it is a file modified after its input (and,
+    for an input that is a symbolic link, after the link was made) and not before ``since_ns``
+    (the time the current options took effect there, see :func:`options_since`). Every file of
+    the tree with a wanted name becomes a task, a skip or a failure (see :func:`_scan` for what
+    is refused while scanning); nothing in the tree makes the planner raise.
 
-    Raises ``ValueError`` if ``input_dir`` is not a directory, ``output_dir`` is a file, or the
-    output directory is the input directory or inside it.
+    Raises ``ValueError`` if ``input_dir`` is not a directory, ``output_dir`` is a file or a
+    symbolic link to nothing, or the output directory is the input directory or inside it.
     """
     source_root, dest_root = check_roots(input_dir, output_dir)
-    relatives = _scan(source_root, patterns, recursive)
-    sources: set[Path] | None = None  # resolved inputs, found once an output exists already
-    plan = Plan()
+    relatives, refused = _scan(source_root, patterns, recursive)
+    # the files the inputs are, found once an output exists already (compared as files, not
+    # names: a symbolic link or hard link in the output may lead to an input)
+    inputs: set[tuple[int, int] | None] | None = None
+    plan = Plan(failures=refused)
     owner: dict[Path, Path] = {}
     for relative in relatives:
         source = source_root / relative
@@ -688,13 +795,15 @@ def plan_tree(
             continue
         owner[dest] = source
         try:
-            dest.lstat()
+            there = dest.lstat()
         except OSError:  # nothing there (a new output): neither an input nor up to date
             plan.tasks.append(Task(source, dest))
             continue
-        if sources is None:
-            sources = {(source_root / r).resolve() for r in relatives}
-        if dest.resolve() in sources:
+        if inputs is None:
+            inputs = {_identity(source_root / r) for r in relatives} - {None}
+        if stat.S_ISDIR(there.st_mode):
+            plan.failures.append(Failure(str(source), f"its output '{dest}' is a folder"))
+        elif _identity(dest) in inputs:
             plan.failures.append(Failure(str(source), f"its output '{dest}' is an input"))
         elif not overwrite and _up_to_date(source, dest, since_ns):
             plan.skipped.append(Task(source, dest))
@@ -707,13 +816,18 @@ def check_roots(
     input_dir: str | os.PathLike[str], output_dir: str | os.PathLike[str]
 ) -> tuple[Path, Path]:
     """``(input, output)`` as paths, or ``ValueError`` if the input is not a directory, the
-    output is a file, or the output directory is the input directory or inside it."""
+    output is a file or a symbolic link to nothing (in a loop), or the output directory is the
+    input directory or inside it."""
     source_root, dest_root = Path(input_dir), Path(output_dir)
     if not source_root.is_dir():
         raise ValueError(f"input '{source_root}' is not a directory")
     if dest_root.exists() and not dest_root.is_dir():
         raise ValueError(f"output '{dest_root}' exists and is not a directory")
-    if is_inside(dest_root.resolve(), source_root.resolve()):
+    if dest_root.is_symlink() and not dest_root.exists():
+        raise ValueError(f"output '{dest_root}' is a symbolic link to nothing (or in a loop)")
+    # os.path.realpath, not Path.resolve: that raises RuntimeError on a loop before Python 3.13
+    real_dest, real_source = Path(os.path.realpath(dest_root)), Path(os.path.realpath(source_root))
+    if is_inside(real_dest, real_source):
         raise ValueError(
             f"output directory '{dest_root}' is inside the input directory '{source_root}'; "
             f"choose one outside it (its outputs would be read back as inputs)"
@@ -722,11 +836,21 @@ def check_roots(
 
 
 def _up_to_date(source: Path, dest: Path, since_ns: int) -> bool:
+    """``dest`` is a file modified after ``source`` changed (its content, or where a symbolic
+    link ``source`` leads: a link made again later) and not before ``since_ns``."""
     try:
-        written = dest.stat().st_mtime_ns
-        return written > source.stat().st_mtime_ns and written >= since_ns
+        written = dest.stat()
+        link = os.lstat(source)
+        changed = link.st_mtime_ns
+        if stat.S_ISLNK(link.st_mode):
+            changed = max(changed, os.stat(source).st_mtime_ns)
     except OSError:
         return False
+    return (
+        stat.S_ISREG(written.st_mode)
+        and written.st_mtime_ns > changed
+        and written.st_mtime_ns >= since_ns
+    )
 
 
 #: Hidden file in an output directory recording the options its outputs were made with.
@@ -759,10 +883,18 @@ def remove_temporary(root: Path) -> int:
     """Delete the temporary files of :func:`imgrad.io.write_image` that a killed run left
     anywhere under ``root`` (hidden names ending in ``.imgrad-tmp``); return how many."""
     removed = 0
-    for folder, _, files in os.walk(root):
-        for name in files:
-            if name.startswith(".") and name.endswith(_TMP_MARKER):
-                (Path(folder) / name).unlink(missing_ok=True)
+    folders = [root]
+    while folders:  # a stack, not os.walk: that recurses once per level before Python 3.12
+        try:
+            with os.scandir(folders.pop()) as listing:
+                entries = list(listing)
+        except OSError:
+            continue
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                folders.append(Path(entry.path))
+            elif entry.name.startswith(".") and entry.name.endswith(_TMP_MARKER):
+                Path(entry.path).unlink(missing_ok=True)
                 removed += 1
     return removed
 
