@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.autograd.forward_ad as fwAD
 
 from ._input import is_real, prepare
 from ._memory import CHUNK_ELEMENTS, empty
@@ -31,9 +32,16 @@ def _dims(t: torch.Tensor, dim: int | Sequence[int] | None) -> list[int]:
     return wrapped
 
 
+def _is_number(value: Any) -> bool:
+    """A real or complex Python or numpy scalar, bools excluded (torch.gradient's ``Scalar``)."""
+    return is_real(value) or isinstance(value, (complex, np.complexfloating))
+
+
 def _spacings(t: torch.Tensor, spacing: Any, dims: list[int]) -> list[Any]:
     """One entry per dim: a Python number (uniform step) or a 1-D coordinate tensor."""
-    if is_real(spacing):
+    if spacing is None:  # torch.gradient's default
+        return [1] * len(dims)
+    if _is_number(spacing):
         return [_python_number(spacing)] * len(dims)
     if isinstance(spacing, torch.Tensor) and spacing.dim() == 0:
         return [spacing.item()] * len(dims)
@@ -45,6 +53,14 @@ def _spacings(t: torch.Tensor, spacing: Any, dims: list[int]) -> list[Any]:
         raise ValueError(
             f"spacing has {len(spacing)} entries but {len(dims)} dimension(s) are differentiated"
         )
+    for d, s in zip(dims, spacing, strict=True):
+        if isinstance(s, torch.Tensor) and s.dim() > 0 and s.device != t.device:
+            # torch.gradient's check and words; copying them here would hide the mistake
+            # (and a meta tensor cannot be copied at all)
+            raise ValueError(
+                f"gradient expected each tensor to be on the same device: the input is on "
+                f"{t.device} but the coordinates for dim {d} are on {s.device}"
+            )
     out: list[Any] = []
     for d, s in zip(dims, spacing, strict=True):
         if isinstance(s, torch.Tensor) and s.dim() == 1:
@@ -56,7 +72,11 @@ def _spacings(t: torch.Tensor, spacing: Any, dims: list[int]) -> list[Any]:
             out.append(s)
         elif isinstance(s, torch.Tensor) and s.dim() == 0:
             out.append(s.item())
-        elif is_real(s):
+        elif isinstance(s, torch.Tensor):
+            raise ValueError(
+                f"spacing for dim {d} must be a number or a 1-D tensor; got a {s.dim()}-D tensor"
+            )
+        elif _is_number(s):
             out.append(_python_number(s))
         else:
             raise TypeError(f"spacing for dim {d} must be a number or a 1-D tensor; got {s!r}")
@@ -68,21 +88,55 @@ def _python_number(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
 
 
-def _uniform(f: torch.Tensor, d: int, h: float, edge_order: int) -> torch.Tensor:
+def _autograd_free(t: torch.Tensor) -> bool:
+    """Whether ``t`` may be read by ``out=`` operations: no autograd of any kind sees it.
+
+    ``out=`` functions refuse inputs that require grad (reverse mode) or carry a tangent
+    (forward mode), and outputs allocated here would escape torch.func's transforms.
+    """
+    if type(t) is not torch.Tensor:  # subclasses: their own dispatch
+        return False
+    if t.requires_grad and torch.is_grad_enabled():
+        return False
+    if _is_functorch_wrapped(t):
+        return False
+    return fwAD.unpack_dual(t).tangent is None
+
+
+def _is_functorch_wrapped(t: torch.Tensor) -> bool:
+    check = getattr(torch._C._functorch, "is_functorch_wrapped_tensor", None)
+    return bool(check(t)) if check is not None else False
+
+
+def _uniform(f: torch.Tensor, d: int, h: Any, edge_order: int) -> torch.Tensor:
     """``torch.gradient`` along ``d`` with a uniform step ``h``: its operations, so its bits.
 
-    Written into one preallocated output instead of concatenated (``torch.cat`` copies it all
-    once more), and the interior chunk by chunk, so that its three passes (subtract, ``/ h``,
-    ``/ 2``) run on data still in cache.
+    Without autograd, written into one preallocated output instead of concatenated
+    (``torch.cat`` copies it all once more), and the interior chunk by chunk, so that its
+    three passes (subtract, ``/ h``, ``/ 2``) run on data still in cache. With autograd (or a
+    complex step for real input), the same operations out of place, as torch.gradient does
+    them, so that the result is differentiable.
     """
     n = f.shape[d]
-    out = empty(tuple(f.shape), f.dtype, f.device)
 
     def s(start: int, stop: int | None = None) -> torch.Tensor:
         stop = n if stop is None else (stop if stop >= 0 else n + stop)
         start = start if start >= 0 else n + start
         return f.narrow(d, start, stop - start)
 
+    if edge_order == 1:
+        first = (s(1, 2) - s(0, 1)) / h  # out[0] = (f[1] - f[0]) / h
+        last = (s(-1) - s(-2, -1)) / h  # out[-1] = (f[-1] - f[-2]) / h
+    else:
+        # out[0] = (-3 f[0] + 4 f[1] - f[2]) / 2h ;  out[-1] = (f[-3] - 4 f[-2] + 3 f[-1]) / 2h
+        first = (s(0, 1) * -1.5 + s(1, 2) * 2 - s(2, 3) / 2) / h
+        last = (s(-3, -2) / 2 + s(-2, -1) * -2 + s(-1) * 1.5) / h
+    if first.dtype != f.dtype or not _autograd_free(f):
+        # out[1:-1] = (f[2:] - f[:-2]) / h / 2, as torch.gradient computes it
+        centre = (s(2) - s(0, -2)) / h / 2
+        return torch.cat([first, centre, last], dim=d)
+
+    out = empty(tuple(f.shape), f.dtype, f.device)
     # out[1:-1] = (f[2:] - f[:-2]) / h / 2, in chunks along dim 0 (overlapping by 2 if d is 0)
     size = f.shape[0] - (2 if d == 0 else 0)
     step = max(1, CHUNK_ELEMENTS // max(1, f.numel() // max(1, f.shape[0])))
@@ -96,13 +150,6 @@ def _uniform(f: torch.Tensor, d: int, h: float, edge_order: int) -> torch.Tensor
         centre = dst.narrow(d, lo, m)
         torch.sub(src.narrow(d, 2, m), src.narrow(d, 0, m), out=centre)
         centre.div_(h).div_(2)
-    if edge_order == 1:
-        first = (s(1, 2) - s(0, 1)) / h  # out[0] = (f[1] - f[0]) / h
-        last = (s(-1) - s(-2, -1)) / h  # out[-1] = (f[-1] - f[-2]) / h
-    else:
-        # out[0] = (-3 f[0] + 4 f[1] - f[2]) / 2h ;  out[-1] = (f[-3] - 4 f[-2] + 3 f[-1]) / 2h
-        first = (s(0, 1) * -1.5 + s(1, 2) * 2 - s(2, 3) / 2) / h
-        last = (s(-3, -2) / 2 + s(-2, -1) * -2 + s(-1) * 1.5) / h
     out.narrow(d, 0, 1).copy_(first)
     out.narrow(d, n - 1, 1).copy_(last)
     return out
@@ -112,6 +159,11 @@ def _coordinates(f: torch.Tensor, d: int, x: torch.Tensor, edge_order: int) -> t
     n = f.shape[d]
     shape = [1] * f.dim()
     shape[d] = n - 2
+    if not (x.is_floating_point() or x.is_complex()):
+        # integer steps in int64: torch.gradient takes them in the coordinates' dtype, where
+        # uint8 3 -> 2 is a step of +255 and int8 -1 -> 127 one of -128; the values are the
+        # same wherever that does not wrap
+        x = x.long()
     dx = x.diff()
     hl, hr = dx[:-1], dx[1:]
     # out[i] = a f[i-1] + b f[i] + c f[i+1] with hl = x[i] - x[i-1], hr = x[i+1] - x[i]
@@ -151,15 +203,19 @@ def gradient(
     """``torch.gradient`` with the same arguments, results and dtype rules, plus checks.
 
     Second-order accurate central differences inside, first- or second-order one-sided
-    differences at the ends (``edge_order``), for tensors of any rank. ``spacing`` is a number,
-    one number per differentiated dim, or one 1-D coordinate tensor per dim (non-uniform
-    steps). Returns one tensor per dim, in dimension order.
+    differences at the ends (``edge_order``), for tensors of any rank. ``spacing`` is a number
+    (real or complex; ``None`` means 1), one number per differentiated dim, or one 1-D
+    coordinate tensor per dim (non-uniform steps); numbers and tensors may be mixed in one
+    list. Returns one tensor per dim, in dimension order. Differentiable (reverse and forward
+    mode, to any order) with respect to ``input`` and to coordinate tensors.
 
     Where ``torch.gradient`` silently returns wrong numbers for coordinate tensors whose length
-    differs from the input's size along that dim, this raises ``ValueError``. uint8 and bool
+    differs from the input's size along that dim, this raises ``ValueError``; coordinates on
+    another device than the input raise ``ValueError`` (torch: RuntimeError). uint8 and bool
     inputs raise ``TypeError`` (torch: RuntimeError); other integer inputs give float32, or
     the coordinate tensors' dtype where that is wider (float64 coordinates give float64), as in
-    ``torch.gradient``.
+    ``torch.gradient``. Differences from ``torch.gradient`` and ``numpy.gradient`` are listed
+    in ``docs/gradient.md``.
 
     Notes
     -----
@@ -186,9 +242,15 @@ def gradient(
         if isinstance(h, torch.Tensor):
             # torch multiplies integer input by the coefficients directly, so it is computed in
             # the coordinates' floating dtype (float64 coordinates: float64), not in float32.
-            g = input.to(h.dtype) if f is not input and h.is_floating_point() else f
-            out.append(_coordinates(g, d, h.to(f.device), edge_order))
+            wide = h.is_floating_point() or h.is_complex()
+            g = input.to(h.dtype) if f is not input and wide else f
+            out.append(_coordinates(g, d, h, edge_order))
         else:
+            if torch.result_type(f, h) == torch.complex32:
+                raise TypeError(
+                    f"gradient does not support a complex spacing for {f.dtype} input: "
+                    "torch has no complex32 arithmetic (torch.gradient: NotImplementedError)"
+                )
             out.append(_uniform(f, d, h, edge_order))
     return tuple(out)
 
