@@ -72,7 +72,19 @@ def _above(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     if x.is_floating_point():
         return x > t.to(x.dtype) if x.dtype != torch.float64 else x > t
     # integer x: x > t  <=>  x > floor(t)
-    return x > torch.floor(t).clamp(-(2.0**62), 2.0**62).to(torch.int64)
+    return _signed(x) > torch.floor(t).clamp(-(2.0**62), 2.0**62).to(torch.int64)
+
+
+def _signed(t: torch.Tensor) -> torch.Tensor:
+    """``t`` in a signed integer dtype that holds its values if it is uint16, uint32 or uint64,
+    for which torch has no type promotion and, on the CPU, no ``amax`` or ``abs``; else ``t``."""
+    if t.dtype == torch.uint16:
+        return t.to(torch.int32)
+    if t.dtype in (torch.uint32, torch.uint64):
+        if t.dtype == torch.uint64 and bool((t.view(torch.int64) < 0).any()):
+            raise ValueError("uint64 values of 2**63 and above are not supported; convert x first")
+        return t.to(torch.int64)
+    return t
 
 
 # --------------------------------------------------------------------------- simple thresholds
@@ -104,30 +116,128 @@ def threshold_relative(x: Any, ratio: float) -> Any:
     """
     t, prepared = _prepare_raw(x, "x")
     ratios = _per_image(ratio, "ratio", t.shape[0], t.device)
-    peak = t.reshape(t.shape[0], -1).amax(1).to(torch.float64).reshape(-1, 1, 1, 1)
+    peak = _signed(t).reshape(t.shape[0], -1).amax(1).to(torch.float64).reshape(-1, 1, 1, 1)
     return prepared.restore(_above(t, ratios * peak), torch.bool)
 
 
 # --------------------------------------------------------------------------- Otsu
 
+_NUMPY_FLOAT = {torch.float16: np.float16, torch.float32: np.float32, torch.float64: np.float64}
+#: Integer images take one bin per level while ``images x levels`` stays below this; beyond it,
+#: one bin per distinct value (the same threshold: an empty bin never changes the choice).
+_MAX_LEVELS = 2**24
 
-def otsu_index(hist: torch.Tensor) -> torch.Tensor:
+
+def otsu_index(hist: torch.Tensor, levels: torch.Tensor | None = None) -> torch.Tensor:
     """Index ``k`` maximising the between-class variance of ``bins[: k + 1]`` vs the rest.
 
-    ``hist`` is ``(N, B)`` int64 counts. With ``W`` the cumulative count, ``S`` the cumulative
-    first moment (bin index times count) and totals ``W_T``, ``S_T``, the between-class variance
-    is proportional to ``(W_T * S - W * S_T)**2 / (W * (W_T - W))``; the first maximum wins, as in
-    OpenCV and scikit-image. Candidates with an empty class are skipped.
+    ``hist`` is ``(N, B)`` int64 counts; ``levels`` (``(N, B)`` float64) the value of each bin,
+    by default its index. With ``W`` the cumulative count, ``S`` the cumulative first moment
+    (level times count) and totals ``W_T``, ``S_T``, the between-class variance is proportional
+    to ``(W_T * S - W * S_T)**2 / (W * (W_T - W))``; the first maximum wins, as in OpenCV and
+    scikit-image. Candidates with an empty class are skipped. This is imgrad's rule for integer
+    data; floating data follow scikit-image's arithmetic (:func:`otsu_centre`).
     """
-    bins = torch.arange(hist.shape[1], device=hist.device, dtype=torch.float64)
+    if levels is None:
+        levels = torch.arange(hist.shape[1], device=hist.device, dtype=torch.float64)
     h = hist.to(torch.float64)
     w = h.cumsum(1)
-    s = (h * bins).cumsum(1)
+    s = (h * levels).cumsum(1)
     wt, st = w[:, -1:], s[:, -1:]
     w2 = wt - w
     score = (wt * s - w * st) ** 2 / (w * w2)
     score = torch.where((w > 0) & (w2 > 0), score, torch.full_like(score, -1.0))
     return score.argmax(1)
+
+
+def histogram_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype floating data are binned in: their own, as ``numpy.histogram`` does (bfloat16,
+    which numpy lacks, in float32, which holds its values exactly)."""
+    return dtype if dtype in _NUMPY_FLOAT else torch.float32
+
+
+def histogram_edges(lo: torch.Tensor, hi: torch.Tensor, bins: int) -> torch.Tensor:
+    """``numpy.histogram``'s bin edges over ``[lo[n], hi[n]]``: ``(N, bins + 1)``, dtype of ``lo``.
+
+    ``lo`` and ``hi`` are ``(N,)`` in a :func:`histogram_dtype`. Each row is
+    ``numpy.linspace(lo[n], hi[n], bins + 1, dtype=lo.dtype)``, computed by numpy itself: in the
+    data's dtype, so float16 and float32 edges are not float64 edges rounded. A constant row
+    gets numpy's ``[v - 0.5, v + 0.5]``. ``ValueError`` where ``numpy.histogram`` cannot bin a
+    non-constant row: edges that are not strictly increasing ("too many bins") or a range
+    ``hi - lo`` that overflows the dtype.
+    """
+    dtype = _NUMPY_FLOAT[lo.dtype]
+    rows = []
+    for low, high in zip(lo.tolist(), hi.tolist(), strict=True):  # tolist: under torch.func too
+        first, last = dtype(low), dtype(high)  # exact: they are values of the dtype
+        constant = first == last
+        if constant:  # numpy.histogram's rule; Otsu's threshold of such an image is its value
+            first, last = first - dtype(0.5), last + dtype(0.5)
+        with np.errstate(over="ignore"):
+            delta = last - first
+        if not np.isfinite(delta):
+            raise ValueError(
+                f"the range of x ({first} to {last}) overflows {dtype.__name__}: no histogram "
+                f"bins cover it; convert x to a wider floating dtype"
+            )
+        edges = np.linspace(first, last, bins + 1, endpoint=True, dtype=dtype)
+        if not constant and not bool((edges[:-1] < edges[1:]).all()):
+            raise ValueError(
+                f"too many bins ({bins}) for the range of x ({first} to {last}) in "
+                f"{dtype.__name__}: the bin edges are not increasing, as numpy.histogram "
+                f"reports; use fewer bins or a wider floating dtype"
+            )
+        rows.append(edges)
+    return torch.from_numpy(np.stack(rows)).to(lo.device)
+
+
+def histogram_index(data: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
+    """``numpy.histogram``'s bin of each value: ``(N, M)`` int64 in ``[0, B)``.
+
+    ``data`` is ``(N, M)`` within ``[edges[:, 0], edges[:, -1]]``; ``edges`` ``(N, B + 1)`` from
+    :func:`histogram_edges`. numpy's arithmetic, in the edges' dtype::
+
+        i = int((x - first) / (last - first) * B)   # B for x == last: B - 1
+        i -= x < edges[i]                           # the estimate may be 1 ulp off an edge
+        i += x >= edges[i + 1] and i != B - 1       # the last bin holds its right edge
+    """
+    data = data.to(edges.dtype)
+    bins = edges.shape[1] - 1
+    first, last = edges[:, :1], edges[:, -1:]
+    scale = torch.tensor(bins, dtype=data.dtype, device=data.device)
+    estimate = (data - first) / (last - first) * scale
+    index = estimate.nan_to_num_(0.0).long().clamp_(0, bins - 1)
+    index -= (data < edges.gather(1, index)).long()
+    index.clamp_(min=0)
+    index += ((data >= edges.gather(1, index + 1)) & (index != bins - 1)).long()
+    return index
+
+
+def otsu_centre(hist: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
+    """scikit-image's Otsu threshold of histograms: ``(N,)`` float64 on ``edges``' device.
+
+    ``hist`` is ``(N, B)`` counts, ``edges`` ``(N, B + 1)`` (:func:`histogram_edges`). The
+    threshold is the centre ``(edges[k] + edges[k + 1]) / 2`` of the bin ``k`` that
+    ``skimage.filters.threshold_otsu`` picks, with its arithmetic, on the host: float32 counts,
+    sums and means in the edges' dtype (float32 for float16 edges), the first maximum of
+    ``weight1 * weight2 * (mean1 - mean2)**2``. Near-ties are decided by these roundings, and
+    float16/float32 centres are not evenly spaced, so this is not :func:`otsu_index`'s exact
+    rule. The result holds the dtype's centre exactly.
+    """
+    # tolist, not numpy(): it works under torch.func transforms too (exact: values of the dtype)
+    e = np.asarray(edges.tolist(), dtype=_NUMPY_FLOAT[edges.dtype])
+    centres = (e[:, :-1] + e[:, 1:]) / 2.0
+    counts = np.asarray(hist.tolist(), dtype=np.float32)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        weight1 = np.cumsum(counts, axis=1)
+        weight2 = np.cumsum(counts[:, ::-1], axis=1)[:, ::-1]
+        moment = counts * centres
+        mean1 = np.cumsum(moment, axis=1) / weight1
+        mean2 = (np.cumsum(moment[:, ::-1], axis=1) / weight2[:, ::-1])[:, ::-1]
+        variance12 = weight1[:, :-1] * weight2[:, 1:] * (mean1[:, :-1] - mean2[:, 1:]) ** 2
+    k = np.argmax(variance12, axis=1)
+    chosen = centres[np.arange(len(k)), k].astype(np.float64)
+    return torch.from_numpy(chosen).to(edges.device)
 
 
 def _batched_histogram(index: torch.Tensor, bins: int) -> torch.Tensor:
@@ -136,6 +246,33 @@ def _batched_histogram(index: torch.Tensor, bins: int) -> torch.Tensor:
     offset = torch.arange(n, device=index.device).unsqueeze(1) * bins
     flat = (index + offset).reshape(-1)
     return torch.bincount(flat, minlength=n * bins).reshape(n, bins)
+
+
+def _integer_values(t: torch.Tensor) -> torch.Tensor:
+    """Integer data as int64 (uint64 only below 2**63, the values int64 holds: see _signed)."""
+    return _signed(t).to(torch.int64)
+
+
+def _integer_otsu(values: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """:func:`otsu_index`'s threshold of ``(N, M)`` int64 ``values``, one bin per level."""
+    if dtype in (torch.uint8, torch.int8, torch.int16, torch.uint16):
+        base = int(values.min()) if dtype in (torch.int8, torch.int16) else 0
+        width = 256 if dtype in (torch.uint8, torch.int8) else 65536
+        return otsu_index(_batched_histogram(values - base, width)) + base
+    # 32- and 64-bit: bins from each image's minimum, over the widest image's span
+    lo, hi = values.amin(1), values.amax(1)
+    levels = max(h - low for low, h in zip(lo.tolist(), hi.tolist(), strict=True)) + 1
+    if values.shape[0] * levels <= _MAX_LEVELS:
+        return otsu_index(_batched_histogram(values - lo[:, None], levels)) + lo
+    out = []
+    for row in values:  # too many levels for a histogram: one bin per distinct value
+        distinct, counts = torch.unique(row, return_counts=True)
+        if levels <= 2**63:  # offsets from the minimum, exact in int64 before rounding
+            offsets = (distinct - distinct[0]).to(torch.float64)
+        else:
+            offsets = distinct.to(torch.float64) - distinct[0].to(torch.float64)
+        out.append(distinct[otsu_index(counts[None], offsets[None])[0]])
+    return torch.stack(out)
 
 
 def otsu_threshold(x: Any, bins: int | None = None) -> torch.Tensor:
@@ -149,11 +286,12 @@ def otsu_threshold(x: Any, bins: int | None = None) -> torch.Tensor:
         Tensor or array ``(H, W)``, ``(C, H, W)`` or ``(N, C, H, W)``; statistics per image ``n``
         over all its channels.
     bins
-        Histogram bins for floating data (default 256). Integer data always use one bin per
-        integer value and refuse ``bins``: uint8 gives 256 bins and equals
+        Histogram bins for floating data (default 256, scikit-image's ``nbins``). Integer data
+        always use one bin per integer value and refuse ``bins``: uint8 gives 256 bins and equals
         ``cv2.threshold(x, 0, 255, THRESH_OTSU)`` and ``skimage.filters.threshold_otsu``; uint16
         gives 65536 bins and equals OpenCV 5's 16-bit Otsu (exact; scikit-image's float
-        arithmetic can land a few levels away on photographs).
+        arithmetic can land a few levels away on photographs); int32/int64 (and uint32, uint64
+        below 2**63) take one bin per level from each image's minimum, as scikit-image does.
 
     Returns
     -------
@@ -163,9 +301,18 @@ def otsu_threshold(x: Any, bins: int | None = None) -> torch.Tensor:
 
     Notes
     -----
-    Floating data are binned like ``numpy.histogram(x, bins)`` over ``[min, max]`` of each
-    image and the threshold is the centre of the last bin of the background class, as
-    scikit-image returns it. NaN and infinite values are not allowed.
+    Floating data give ``skimage.filters.threshold_otsu(x[n], nbins=bins)`` bit for bit: the
+    float64 result holds scikit-image's float16, float32 or float64 value exactly. They are
+    binned by ``numpy.histogram(x, bins)`` over ``[min, max]`` of each image, in the data's own
+    dtype (edges from ``numpy.linspace``, a value on an edge in the bin above it, the maximum in
+    the last bin), and the threshold is the centre ``(edges[k] + edges[k + 1]) / 2`` of the last
+    bin of the background class, chosen with scikit-image's arithmetic (:func:`otsu_centre`).
+    bfloat16 is binned in float32. NaN and infinite values are not allowed, and as with numpy,
+    ``ValueError`` if the bins cannot be formed in the data's dtype (a float16 image whose range
+    is narrow next to its magnitude, or overflows float16).
+
+    Integer data use :func:`otsu_index`'s exact rule. It differs from scikit-image's floating
+    point choice only on near-ties, where scikit-image's roundings decide.
     """
     t, _ = _prepare_raw(x, "x")
     n = t.shape[0]
@@ -179,34 +326,32 @@ def otsu_threshold(x: Any, bins: int | None = None) -> torch.Tensor:
         if not bool(torch.isfinite(flat).all()):  # no bins span [min, max] with inf in it
             what = "NaN" if bool(torch.isnan(flat).any()) else "infinite values"
             raise ValueError(f"x contains {what}: Otsu's threshold is undefined")
-        data = flat.to(torch.float64)
-        lo, hi = data.amin(1, keepdim=True), data.amax(1, keepdim=True)
-        width = torch.where(hi > lo, hi - lo, torch.ones_like(hi))
-        # numpy.histogram: floor((x - lo) / (hi - lo) * bins), the maximum in the last bin.
-        index = ((data - lo) / width * bins).floor().clamp_(0, bins - 1).long()
-        k = otsu_index(_batched_histogram(index, bins)).unsqueeze(1)
-        centre = lo + (k.to(torch.float64) + 0.5) * (width / bins)
-        return torch.where(hi > lo, centre, lo).squeeze(1)
+        data = flat.to(histogram_dtype(t.dtype))
+        lo, hi = data.amin(1), data.amax(1)
+        edges = histogram_edges(lo, hi, bins)
+        centre = otsu_centre(_batched_histogram(histogram_index(data, edges), bins), edges)
+        # the gradient: the threshold keeps its place between the image's extremes (as the
+        # centre lo + (k + 1/2) (hi - lo) / bins does); the value gains an exact + 0
+        lo64, hi64, varies = lo.to(torch.float64), hi.to(torch.float64), hi > lo
+        place = torch.where(varies, (centre - lo64) / (hi64 - lo64), 0.0).detach()
+        moving = lo64 + place * (hi64 - lo64)
+        return torch.where(varies, centre + (moving - moving.detach()), lo64)
     if bins is not None:
         raise ValueError(f"bins applies to floating data only; {t.dtype} uses one bin per value")
-    values = flat.long()
+    values = _integer_values(flat)
     lo, hi = values.amin(1), values.amax(1)
-    if t.dtype in (torch.uint8, torch.int8, torch.int16, torch.uint16):
-        base = int(lo.min()) if t.dtype in (torch.int8, torch.int16) else 0
-        width = {torch.uint8: 256, torch.int8: 256, torch.int16: 65536, torch.uint16: 65536}[
-            t.dtype
-        ]
-        k = otsu_index(_batched_histogram(values - base, width)) + base
-    else:
-        raise TypeError(f"otsu_threshold supports 8/16-bit integer or floating data, got {t.dtype}")
-    return torch.where(hi > lo, k, lo.long())
+    return torch.where(hi > lo, _integer_otsu(values, t.dtype), lo)
 
 
 def threshold_otsu(x: Any, bins: int | None = None) -> Any:
     """Foreground mask ``x > otsu_threshold(x)``, per image; see :func:`otsu_threshold`."""
     t, prepared = _prepare_raw(x, "x")
-    thresholds = otsu_threshold(t, bins).to(torch.float64).reshape(-1, 1, 1, 1)
-    return prepared.restore(_above(t, thresholds), torch.bool)
+    thresholds = otsu_threshold(t, bins).reshape(-1, 1, 1, 1)
+    if t.is_floating_point():  # the threshold is a value of t's dtype (or bfloat16's float32)
+        mask = _above(t, thresholds)
+    else:  # compared as integers: int64 levels beyond 2**53 stay exact
+        mask = _integer_values(t) > thresholds
+    return prepared.restore(mask, torch.bool)
 
 
 # --------------------------------------------------------------------------- hysteresis
@@ -444,5 +589,6 @@ def non_maximum_suppression(magnitude: Any, gy: Any, gx: Any) -> Any:
             f"{tuple(x.shape)}"
         )
     n, c, h, w = m.shape
-    keep = nms_keep(F.pad(m, (1, 1, 1, 1)), y, x) & (m > 0)
+    s = _signed(m)  # uint16/32/64: compared in a signed dtype, which torch can
+    keep = nms_keep(F.pad(s, (1, 1, 1, 1)), _signed(y), _signed(x)) & (s > 0)
     return prepared.restore(torch.where(keep, m, torch.zeros_like(m)), m.dtype)

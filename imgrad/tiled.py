@@ -99,7 +99,7 @@ from .gradients import (
     second_derivatives_extended,
     vector_norm,
 )
-from .thresholds import otsu_index
+from .thresholds import histogram_dtype, histogram_edges, histogram_index, otsu_centre
 from .thresholds import threshold as threshold_mask
 
 __all__ = [
@@ -623,22 +623,22 @@ def block_statistics(
     source: Source | None,
     block: Block,
     raw: np.ndarray | None,
-    binning: tuple[float, float, int] | None,
+    binning: np.ndarray | None,
 ) -> tuple[torch.Tensor, np.ndarray | None]:
     """The tile's magnitude extremes ``[min, max]`` (float64, NaN propagates) and, given
-    ``binning = (lo, width, bins)`` of the whole image, its histogram as
-    :func:`imgrad.thresholds.otsu_threshold` bins floating data."""
+    ``binning``, the bin edges of the whole image (:func:`imgrad.thresholds.histogram_edges`),
+    its histogram as :func:`imgrad.thresholds.otsu_threshold` bins floating data."""
     if raw is None:
         assert source is not None
         raw = read_window(source, job, block)
-    data = stage_values(job, extend_window(raw, job, block), "magnitude").reshape(-1).double()
+    values = stage_values(job, extend_window(raw, job, block), "magnitude").reshape(1, -1)
+    data = values.double()
     extremes = torch.stack([data.amin(), data.amax()])
     if binning is None:
         return extremes, None
-    lo, width, bins = binning
-    # numpy.histogram: floor((x - lo) / (hi - lo) * bins), the maximum in the last bin.
-    index = ((data - lo) / width * bins).floor().clamp_(0, bins - 1).long()
-    return extremes, torch.bincount(index, minlength=bins).numpy()
+    edges = torch.from_numpy(binning)[None]
+    index = histogram_index(values, edges)[0]  # in the magnitude's dtype, as numpy bins it
+    return extremes, torch.bincount(index, minlength=len(binning) - 1).numpy()
 
 
 # --------------------------------------------------------------------------- sinks
@@ -1101,7 +1101,8 @@ def _otsu_value(
     """Otsu's threshold of the whole magnitude from tile statistics (two streamed passes).
 
     Mirrors :func:`imgrad.thresholds.otsu_threshold` on floating data: the histogram over
-    ``[min, max]`` in ``bins`` bins, added up exactly from the tiles' integer counts.
+    ``[min, max]`` in ``bins`` bins of the magnitude's dtype, added up exactly from the tiles'
+    integer counts, and scikit-image's choice of bin.
     """
     extremes = torch.stack([e for e, _ in each(block_statistics, job, None)])
     if bool(torch.isnan(extremes).any()):
@@ -1110,11 +1111,10 @@ def _otsu_value(
     if not hi > lo:
         counter.skip(len(extremes))  # no histogram to take
         return float(lo)  # a constant magnitude: nothing is above its own value
-    width = hi - lo
-    binning = (float(lo), float(width), bins)
-    hist = sum(counts for _, counts in each(block_statistics, job, binning))
-    k = otsu_index(torch.from_numpy(np.asarray(hist))[None])[0]
-    return float(lo + (k.to(torch.float64) + 0.5) * (width / bins))
+    dtype = histogram_dtype(result_dtype(job.in_dtype))  # the magnitude's (extremes: exact)
+    edges = histogram_edges(lo.to(dtype)[None], hi.to(dtype)[None], bins)
+    hist = sum(counts for _, counts in each(block_statistics, job, edges[0].numpy()))
+    return float(otsu_centre(torch.from_numpy(np.asarray(hist))[None], edges)[0])
 
 
 class _Counter:
