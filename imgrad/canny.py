@@ -165,6 +165,9 @@ def _resolve_thresholds(spec: CannySpec, norm: torch.Tensor) -> tuple[torch.Tens
     """``(low, high)`` per image, ``(N,)`` float64 in magnitude units (L1 or L2 norm)."""
     n = norm.shape[0]
     device = norm.device
+    if n == 0:  # an empty batch: no image, no statistic
+        none = torch.zeros(0, dtype=torch.float64, device=device)
+        return none, none
     if spec.low is None:
         high = otsu_threshold(norm)
         return high / 2, high
@@ -357,7 +360,7 @@ def _state_grid(
     grid = scratch(
         "canny grid", (n, 1, h + 2, w + 2), index_dtype(n * (h + 2) * (w + 2)), src.device
     )
-    rows = max(1, min(h + 2, STRIP_ELEMENTS // (n * (w + 2))))
+    rows = max(1, min(h + 2, STRIP_ELEMENTS // max(1, n * (w + 2))))  # n = 0: an empty batch
     kernel = _kernel(plan, n * h * w)
     bounds = (low.reshape(n, 1, 1, 1), high.reshape(n, 1, 1, 1))
     for done in range(0, h + 2, rows):
@@ -486,6 +489,13 @@ def canny(
     float32 (float64 for float64 input), the thresholds rounded to that precision; a floating
     image holding integer values gives the same edges as the integer image except for Sobel 7
     (uint8 rounds to 1/16 only in the OpenCV path).
+
+    Limitations: the hysteresis reads values on the host (``nonzero()`` of the candidates, a
+    labelling loop until the labels settle), so there is no ``torch.compile(fullgraph=True)``
+    graph, no ``torch.export`` (nor ONNX), no ``torch.func.vmap`` and no ``meta`` tensors. The
+    ``return_details`` magnitude and orientation are differentiable with autograd, but not
+    under ``torch.func`` transforms, which cannot run the hysteresis (raw data pointers, a
+    reused state grid labelled in place).
     """
     spec = CannySpec.build(low, high, ksize, l2gradient, sigma, color, thresholds)
     if not isinstance(return_details, bool):
@@ -494,7 +504,8 @@ def canny(
 
 
 class Canny(nn.Module):
-    """Module form of :func:`canny`; ``forward(image)`` returns the same as the function."""
+    """Module form of :func:`canny`; ``forward(image)`` returns the same as the function (and
+    has its limitations: no fullgraph compile, export, ONNX, vmap or meta tensors)."""
 
     def __init__(
         self,

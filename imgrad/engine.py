@@ -196,8 +196,10 @@ def sqrt_rn(x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     Eager ``torch.sqrt`` of float32 on the CPU is not: it is 1 ulp off for about a fifth of all
     inputs (measured with this project's torch build). So float32 goes through numpy's square
     root on the CPU when autograd is not recording (as fast as ``torch.sqrt``), and otherwise,
-    on any device and under ``torch.compile``, through the float64 square root rounded to float32,
-    which is always the correctly rounded one (53 >= 2 * 24 + 2 bits). float64 is ``torch.sqrt``.
+    on any device and under ``torch.compile`` or ``torch.jit.trace`` (the legacy ONNX exporter,
+    which would record the numpy result as a constant), through the float64 square root rounded
+    to float32, which is always the correctly rounded one (53 >= 2 * 24 + 2 bits). float64 is
+    ``torch.sqrt``.
 
     ``out``, a CPU float32 tensor of ``x``'s shape, receives the numpy root in place of a new
     array when that path is taken (then it is what is returned); otherwise it is left alone.
@@ -205,7 +207,8 @@ def sqrt_rn(x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     if x.dtype != torch.float32:
         return torch.sqrt(x)
     recording = x.requires_grad and torch.is_grad_enabled()
-    if x.device.type == "cpu" and not recording and not torch.compiler.is_compiling():
+    traced = torch.compiler.is_compiling() or torch.jit.is_tracing()  # numpy: a constant
+    if x.device.type == "cpu" and not recording and not traced:
         if out is not None and out.dtype == torch.float32 and out.device.type == "cpu":
             np.sqrt(x.detach().numpy(), out=out.numpy())
             return out

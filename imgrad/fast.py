@@ -364,9 +364,10 @@ def plan_for(
 
     Handled: a CPU or CUDA tensor, or a writable C-contiguous numpy array, of rank 2 to 4, of a
     real dtype (not half precision on a GPU), at least ``2 * radius + 2`` pixels high and wide,
-    whose gradient is not being recorded, outside ``torch.compile`` tracing.
+    whose gradient is not being recorded, outside ``torch.compile`` and ``torch.jit.trace``
+    tracing (the legacy ONNX exporter: it would record numpy results as constants).
     """
-    if torch.compiler.is_compiling():
+    if torch.compiler.is_compiling() or torch.jit.is_tracing():
         return None
     if isinstance(image, np.ndarray):
         usable = image.flags.writeable and image.flags.c_contiguous and image.dtype.isnative

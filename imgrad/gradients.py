@@ -106,7 +106,8 @@ def luminance(x: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor
     dtype = x.dtype if dtype is None else dtype
     w_r, w_g, w_b = LUMA_WEIGHTS
     traced = torch.compiler.is_compiling() or torch.jit.is_tracing()
-    wrapped = torch._C._functorch.is_functorch_wrapped_tensor(x)  # under vmap, grad, ...
+    # under vmap, grad, ...; not asked while dynamo traces, which cannot call it (graph break)
+    wrapped = not traced and torch._C._functorch.is_functorch_wrapped_tensor(x)
     if (x.requires_grad and torch.is_grad_enabled()) or traced or wrapped:
         r, g, b = x.to(dtype).unbind(1)
         return (r * w_r + g * w_g + b * w_b).unsqueeze(1)
@@ -530,7 +531,11 @@ def orientation(gradients: Any, *, degrees: bool = False, signed: bool = False) 
     ``atan2`` differ by an ulp), which keeps tiled results equal to whole-image ones. A float64
     result (float64 or 32/64-bit integer gradients) is torch's float64 ``atan2``, whose vector
     and scalar code also differ by up to an ulp: a tiled float64 angle is within 1 ulp of the
-    whole-image one.
+    whole-image one (and so are float64 angles of a batch and of its images one by one, or of
+    a channels_last and a contiguous input).
+
+    Limitations: exported to ONNX, the float64 angle does not run in onnxruntime (1.32), which
+    has no float64 ``Atan`` kernel.
     """
     gy, gx, is_numpy = _as_pair(gradients)
     wide = torch.float32 if gy.device.type == "mps" else torch.float64  # MPS has no float64

@@ -153,7 +153,8 @@ class GradientMagnitude(nn.Module):
 
 
 class Orientation(nn.Module):
-    """``Gradients`` → orientation, as :func:`imgrad.orientation`."""
+    """``Gradients`` → orientation, as :func:`imgrad.orientation` (whose ONNX models do not run
+    in onnxruntime: no float64 ``Atan`` kernel there)."""
 
     def __init__(self, *, degrees: bool = False, signed: bool = False) -> None:
         super().__init__()
@@ -188,6 +189,8 @@ class Threshold(nn.Module):
     ``Threshold(value=v)`` is :func:`imgrad.thresholds.threshold` (``x > v``),
     ``Threshold(ratio=r)`` is :func:`~imgrad.thresholds.threshold_relative` (``x > r * max``) and
     ``Threshold(otsu=True)`` is :func:`~imgrad.thresholds.threshold_otsu`; exactly one of them.
+    Each has its function's limitations (``otsu=True``: no fullgraph compile, export, ONNX, vmap
+    or meta tensors; input without pixels raises ``ValueError``).
     """
 
     def __init__(
@@ -216,7 +219,8 @@ class Threshold(nn.Module):
 
 
 class HysteresisThreshold(nn.Module):
-    """:func:`imgrad.thresholds.hysteresis_threshold` as a module."""
+    """:func:`imgrad.thresholds.hysteresis_threshold` as a module, with its limitations (no
+    fullgraph compile, export, ONNX, vmap or meta tensors)."""
 
     def __init__(self, low: float, high: float, connectivity: int = 8) -> None:
         super().__init__()

@@ -102,7 +102,8 @@ def threshold(x: Any, value: float) -> Any:
 
     Returns
     -------
-    Mask of ``x``'s shape (``bool``), as a tensor or array like ``x``.
+    Mask of ``x``'s shape (``bool``), as a tensor or array like ``x``; input without pixels (an
+    empty batch too) raises ``ValueError``.
     """
     t, prepared = _prepare_raw(x, "x")
     thresholds = _per_image(value, "value", t.shape[0], t.device)
@@ -112,7 +113,8 @@ def threshold(x: Any, value: float) -> Any:
 def threshold_relative(x: Any, ratio: float) -> Any:
     """Binary mask ``x > ratio * max(x)``, the maximum taken per image (all channels).
 
-    ``ratio`` is usually in ``[0, 1]``; it may be a tensor/array of one ratio per image.
+    ``ratio`` is usually in ``[0, 1]``; it may be a tensor/array of one ratio per image. Input
+    without pixels (an empty batch too) raises ``ValueError``.
     """
     t, prepared = _prepare_raw(x, "x")
     ratios = _per_image(ratio, "ratio", t.shape[0], t.device)
@@ -313,6 +315,11 @@ def otsu_threshold(x: Any, bins: int | None = None) -> torch.Tensor:
 
     Integer data use :func:`otsu_index`'s exact rule. It differs from scikit-image's floating
     point choice only on near-ties, where scikit-image's roundings decide.
+
+    Limitations: the threshold is found on the host (``bool()`` checks for NaN and infinities,
+    numpy's bin edges), so there is no ``torch.compile(fullgraph=True)`` graph, no
+    ``torch.export`` (nor ONNX), no ``torch.func.vmap`` and no ``meta`` tensors. Input without
+    pixels (an empty batch too) raises ``ValueError``.
     """
     t, _ = _prepare_raw(x, "x")
     n = t.shape[0]
@@ -344,7 +351,8 @@ def otsu_threshold(x: Any, bins: int | None = None) -> torch.Tensor:
 
 
 def threshold_otsu(x: Any, bins: int | None = None) -> Any:
-    """Foreground mask ``x > otsu_threshold(x)``, per image; see :func:`otsu_threshold`."""
+    """Foreground mask ``x > otsu_threshold(x)``, per image; see :func:`otsu_threshold`, whose
+    limitations it shares (no fullgraph compile, export, ONNX, vmap or meta tensors)."""
     t, prepared = _prepare_raw(x, "x")
     thresholds = otsu_threshold(t, bins).reshape(-1, 1, 1, 1)
     if t.is_floating_point():  # the threshold is a value of t's dtype (or bfloat16's float32)
@@ -579,6 +587,12 @@ def non_maximum_suppression(magnitude: Any, gy: Any, gx: Any) -> Any:
     Returns
     -------
     The suppressed magnitude, same shape, dtype and container as ``magnitude``.
+
+    Notes
+    -----
+    Compiles (``fullgraph=True``) and exports; the ONNX models export but do not run in
+    onnxruntime (1.32), which has no ``Where`` kernel for the bool tensors of the sector choice.
+    Input without pixels (an empty batch too) raises ``ValueError``.
     """
     m, prepared = _prepare_raw(magnitude, "magnitude")
     y, _ = _prepare_raw(gy, "gy")
