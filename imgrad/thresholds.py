@@ -462,9 +462,21 @@ def hysteresis_grid(grid: torch.Tensor, n: int, h: int, w: int, connectivity: in
     """Hysteresis on a state grid: ``(N * H * W,)`` bool, the candidates connected to a seed.
 
     ``grid`` is the flat zero-bordered ``(N, H+2, W+2)`` grid in :func:`index_dtype`: 0 for
-    background, 1 for a candidate, 2 for a seed (strong) candidate. It is overwritten
-    (:func:`components_with_seed`).
+    background, 1 for a candidate, 2 for a seed (strong) candidate. It is overwritten. CPU
+    tensors go to the native flood fill where it is built (:mod:`imgrad._native`), others to
+    :func:`hysteresis_grid_torch`; the same bits.
     """
+    from . import _native  # imports the extension itself on first use only
+
+    if _native.applies(grid):
+        return _native.hysteresis_grid(grid, n, h, w, connectivity)
+    return hysteresis_grid_torch(grid, n, h, w, connectivity)
+
+
+def hysteresis_grid_torch(
+    grid: torch.Tensor, n: int, h: int, w: int, connectivity: int
+) -> torch.Tensor:
+    """:func:`hysteresis_grid` in torch (any device): :func:`components_with_seed`'s labelling."""
     positions = nonzero_flat(grid)
     flat = unbordered_positions(positions, h, w)
     seed = grid.index_select(0, positions) == 2
@@ -479,13 +491,25 @@ def hysteresis(
 ) -> torch.Tensor:
     """Candidates connected to a strong pixel, for ``(N, H, W)`` bool masks (strong ⊆ candidates).
 
-    The tensor-level core of :func:`hysteresis_threshold`.
+    The tensor-level core of :func:`hysteresis_threshold`: the native flood fill on CPU
+    tensors where it is built (:mod:`imgrad._native`), else :func:`hysteresis_torch`.
     """
+    from . import _native  # imports the extension itself on first use only
+
+    if _native.applies(candidates, strong):
+        return _native.hysteresis_masks(candidates, strong, connectivity)
+    return hysteresis_torch(candidates, strong, connectivity)
+
+
+def hysteresis_torch(
+    candidates: torch.Tensor, strong: torch.Tensor, connectivity: int = 8
+) -> torch.Tensor:
+    """:func:`hysteresis` in torch (any device): :func:`components_with_seed`'s labelling."""
     n, h, w = candidates.shape
     dtype = index_dtype(n * (h + 2) * (w + 2))
     state = candidates.to(dtype) + (strong & candidates).to(dtype)
     grid = F.pad(state, (1, 1, 1, 1)).reshape(-1)
-    return hysteresis_grid(grid, n, h, w, connectivity).reshape(n, h, w)
+    return hysteresis_grid_torch(grid, n, h, w, connectivity).reshape(n, h, w)
 
 
 def _check_connectivity(connectivity: Any) -> int:
@@ -513,9 +537,18 @@ def hysteresis_threshold(x: Any, low: float, high: float, connectivity: int = 8)
 
     Notes
     -----
-    Exact connected-component labelling by hooking and pointer jumping on the candidate pixels
-    only (see ``components_with_seed``): no per-pixel Python, no iteration cap, O(log L) rounds
-    for a connected path of length L.
+    On the CPU, a native flood fill from every strong pixel, O(pixels), where imgrad's C
+    extension is built (``IMGRAD_NATIVE=0`` turns it off; see :mod:`imgrad._native`).
+    Elsewhere (CUDA, under ``torch.compile`` or ``torch.func``), exact connected-component
+    labelling by hooking and pointer jumping on the candidate pixels only (see
+    ``components_with_seed``): no per-pixel Python, no iteration cap, O(log L) rounds for a
+    connected path of length L. Both give the same mask.
+
+    Limitations: the labelling reads values on the host (``bool()`` of the thresholds' order,
+    ``nonzero()`` of the candidates, a loop until the labels settle), so there is no
+    ``torch.compile(fullgraph=True)`` graph, no ``torch.export`` (nor ONNX), no
+    ``torch.func.vmap`` and no ``meta`` tensors. Input without pixels (an empty batch too)
+    raises ``ValueError``.
     """
     connectivity = _check_connectivity(connectivity)
     t, prepared = _prepare_raw(x, "x")
