@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 
@@ -180,3 +181,17 @@ def check_contract(
     check_rank(fn, out, x, keeps_channels=channels_out is None)
     check_layouts(fn, out, x)
     return out
+
+
+def spiral(n: int) -> np.ndarray:
+    """A 1-pixel-thick square spiral filling an n x n image: one path of about n²/2 pixels."""
+    img = np.zeros((n, n), bool)
+    k = 0
+    while 2 * k <= n - 1 - 2 * k:
+        top, bottom, right = 2 * k, n - 1 - 2 * k, n - 1 - 2 * k
+        img[top, max(2 * k - 2, 0) : right + 1] = True
+        img[top : bottom + 1, right] = True
+        img[bottom, 2 * k : right + 1] = True
+        img[top + 2 : bottom + 1, 2 * k] = True
+        k += 1
+    return img

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import spiral
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -87,20 +88,6 @@ def state_grid(candidates: torch.Tensor, strong: torch.Tensor, dtype: torch.dtyp
     """The flat zero-bordered state grid (0 / 1 / 2) of ``hysteresis_grid``."""
     state = candidates.to(dtype) + (strong & candidates).to(dtype)
     return torch.nn.functional.pad(state, (1, 1, 1, 1)).reshape(-1)
-
-
-def spiral(n: int) -> np.ndarray:
-    """A 1-pixel-thick square spiral filling an n x n image: one path of about n²/2 pixels."""
-    img = np.zeros((n, n), bool)
-    k = 0
-    while 2 * k <= n - 1 - 2 * k:
-        top, bottom, right = 2 * k, n - 1 - 2 * k, n - 1 - 2 * k
-        img[top, max(2 * k - 2, 0) : right + 1] = True
-        img[top : bottom + 1, right] = True
-        img[bottom, 2 * k : right + 1] = True
-        img[top + 2 : bottom + 1, 2 * k] = True
-        k += 1
-    return img
 
 
 def serpentine(h: int, w: int) -> np.ndarray:

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import spiral
 from PIL import Image
 
 import imgrad
@@ -24,20 +25,6 @@ SAMPLES = Path(__file__).resolve().parents[1] / "sample_images"
 PHOTOS = sorted(str(p) for p in SAMPLES.iterdir() if p.suffix in (".png", ".jpg"))
 assert len(PHOTOS) >= 9, f"the sample photographs are missing from {SAMPLES}"
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-
-
-def spiral(n: int) -> np.ndarray:
-    """A 1-pixel-thick square spiral filling an n x n image: one path of about n²/2 pixels."""
-    img = np.zeros((n, n), bool)
-    k = 0
-    while 2 * k <= n - 1 - 2 * k:
-        top, bottom, right = 2 * k, n - 1 - 2 * k, n - 1 - 2 * k
-        img[top, max(2 * k - 2, 0) : right + 1] = True
-        img[top : bottom + 1, right] = True
-        img[bottom, 2 * k : right + 1] = True
-        img[top + 2 : bottom + 1, 2 * k] = True
-        k += 1
-    return img
 
 
 def gray(path: str) -> np.ndarray:
