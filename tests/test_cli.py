@@ -343,7 +343,7 @@ def test_output_directory_for_a_file(rgb: Path, tmp_path: Path) -> None:
         (["sobel", "{rgb}", "out"], "unsupported extension '(none)'"),
         (["sobel", "{rgb}", "out.png", "--border", "mirror"], "'mirror' is not one of"),
         (["sobel", "{rgb}", "out.png", "--ksize", "4"], "'4' is not one of"),
-        (["scharr", "{rgb}", "out.png", "--ksize", "5"], "No such option '--ksize'"),
+        (["scharr", "{rgb}", "out.png", "--ksize", "5"], "No such option"),  # click 8.2: ':'
         (["sobel", "{rgb}", "out.png", "--bits", "12"], "'12' is not one of"),
         (["sobel", "{rgb}", "out.png", "--scale", "-1"], "must be positive"),
         (
