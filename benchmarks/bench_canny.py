@@ -4,11 +4,11 @@ Run: ``python benchmarks/bench_canny.py [--sizes 2048 4096] [--repeats 5]``. Pri
 photograph and size with the median time of each library after a warm-up (cv2 and imgrad called
 in turn), the median of the round-by-round ratios imgrad/cv2, and kornia/imgrad (kornia is timed
 once per image, it takes seconds; a size where it would take over 60 s, judged from the previous
-size, is skipped and marked so), then the hysteresis worst case (a 1-pixel spiral), then images/s
-for a CUDA batch when a GPU is present. Both libraries run with 2 threads, interleaved in the
-same process: compare the ratios, the absolute times depend on the machine's load. The first
-imgrad call per image size compiles its strip kernel (``torch.compile``); its cost is printed
-once per size ("compile s").
+size, is skipped and marked so), then the hysteresis worst case (a 1-pixel spiral), with the
+native kernel and on the torch path (``IMGRAD_NATIVE=0``), then images/s for a CUDA batch when a
+GPU is present. Both libraries run with 2 threads, interleaved in the same process: compare the
+ratios, the absolute times depend on the machine's load. The first imgrad call per image size
+compiles its strip kernel (``torch.compile``); its cost is printed once per size ("compile s").
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import torch
 from PIL import Image
 
 import imgrad
+from imgrad import _native
 from imgrad.thresholds import hysteresis_threshold
 
 IMAGES = Path(__file__).resolve().parents[1] / "sample_images"
@@ -84,8 +85,10 @@ def main() -> None:
     torch.set_num_threads(2)
     cv2.setNumThreads(2)
     print(
-        f"torch {torch.__version__} threads={torch.get_num_threads()}, "
-        f"cv2 {cv2.__version__} threads={cv2.getNumThreads()}"
+        f"torch {torch.__version__} threads={torch.get_num_threads()} "
+        f"({torch.backends.cpu.get_cpu_capability()}), "
+        f"cv2 {cv2.__version__} threads={cv2.getNumThreads()}, "
+        f"native hysteresis {'on' if _native.enabled() else 'off'}"
     )
     kornia = None
     if not args.no_kornia:
@@ -139,11 +142,23 @@ def main() -> None:
             )
 
     print("\nhysteresis on a 1-pixel spiral (one path of n²/2 pixels, one strong end):")
+    native = os.environ.get("IMGRAD_NATIVE")
     for n in (1024, 2048):
         x = torch.from_numpy(spiral(n).astype(np.float32))
         x[0, 0] = 2.0
-        t = median_time(lambda x=x: hysteresis_threshold(x, 0.5, 1.5), 3)
-        print(f"  {n}x{n}: {t * 1e3:.1f} ms, pixels on the path: {int((x > 0.5).sum())}")
+        row = f"  {n}x{n}:"
+        for flag, name in (("1", "native"), ("0", "torch path")):
+            if flag == "1" and not _native.available():
+                row += " native not built,"
+                continue
+            os.environ["IMGRAD_NATIVE"] = flag
+            t = median_time(lambda x=x: hysteresis_threshold(x, 0.5, 1.5), 3)
+            row += f" {t * 1e3:.1f} ms {name},"
+        print(f"{row} pixels on the path: {int((x > 0.5).sum())}")
+    if native is None:
+        os.environ.pop("IMGRAD_NATIVE")
+    else:
+        os.environ["IMGRAD_NATIVE"] = native
 
     if torch.cuda.is_available():
         gray = np.asarray(Image.open(files[0]).convert("L"))
