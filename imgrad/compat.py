@@ -98,14 +98,9 @@ def _autograd_free(t: torch.Tensor) -> bool:
         return False
     if t.requires_grad and torch.is_grad_enabled():
         return False
-    if _is_functorch_wrapped(t):
+    if torch._C._functorch.is_functorch_wrapped_tensor(t):  # vmap, grad, ...
         return False
     return fwAD.unpack_dual(t).tangent is None
-
-
-def _is_functorch_wrapped(t: torch.Tensor) -> bool:
-    check = getattr(torch._C._functorch, "is_functorch_wrapped_tensor", None)
-    return bool(check(t)) if check is not None else False
 
 
 def _uniform(f: torch.Tensor, d: int, h: Any, edge_order: int) -> torch.Tensor:
